@@ -1,0 +1,240 @@
+"""The data plane: what the server does, with no HTTP in sight.
+
+It owns the model's lifecycle (loading -> ready, or refused; ready -> stopping), answers metadata and
+readiness, and runs inference through the batcher, with drift sampling and fault injection around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .batching import AdaptiveBatcher
+from .config import ServerConfig, container_cpu_threads
+from .drift import DriftMonitor
+from .errors import InjectedFault, ModelNotFound, ModelNotReady
+from .faults import FaultInjector
+from .loader import LoadedModel, ModelRefused, load_model
+from .metrics import ServerMetrics
+from .protocol import InferRequest
+
+log = logging.getLogger("optimodel_server")
+
+SERVER_NAME = "optimodel"
+EXTENSIONS = ["binary_tensor_data"]
+
+
+class ModelState(str, enum.Enum):
+    """Where the served model is in its life."""
+
+    LOADING = "Loading"  # fetching, verifying, opening, warming up; not ready yet
+    READY = "Ready"  # verified, loaded and serving; the only state in which readiness is true
+    REFUSED = "Refused"  # failed verification or loading; never served, stays so until a restart
+    STOPPING = "Stopping"  # shutdown began: readiness false, in-flight requests drain
+
+
+class DataPlane:
+    def __init__(
+        self,
+        config: ServerConfig,
+        metrics: ServerMetrics,
+        served_name: str,
+        loader: Callable[..., LoadedModel] = load_model,
+        faults: FaultInjector | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.name = served_name
+        self.version = config.revision
+        self.state = ModelState.LOADING
+        self.state_reason = "loading the artifact"
+        self.loaded: LoadedModel | None = None
+        self.batcher: AdaptiveBatcher | None = None
+        self.drift: DriftMonitor | None = None
+        self.faults = faults or FaultInjector(config.faults)
+        self._loader = loader
+        self.inflight = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fetch, verify and open the model off the event loop; become ready or refused."""
+        threads = self.config.intra_op_threads or container_cpu_threads()
+        try:
+            loaded = await asyncio.to_thread(
+                self._loader, self.config.manifest_uri, self.config.cache_dir, self.config.execution_provider, threads
+            )
+        except ModelRefused as refusal:
+            self._refuse(refusal)
+            return
+        if self.state is ModelState.STOPPING:
+            return
+        self._serve(loaded)
+
+    def _refuse(self, refusal: ModelRefused) -> None:
+        self.state = ModelState.REFUSED
+        self.state_reason = refusal.message
+        if refusal.integrity:
+            self.metrics.integrity_failure(refusal.reason)
+        else:
+            self.metrics.load_failure(refusal.reason)
+        self.metrics.ready.set(0)
+        log.error("MODEL REFUSED (%s): %s; readiness stays false", refusal.reason, refusal.message)
+
+    def _serve(self, loaded: LoadedModel) -> None:
+        model = loaded.model
+        plan = model.provider_plan
+        if plan.fallback:
+            log.warning("%s", plan.describe())
+            self.metrics.provider_fallback(plan.requested, plan.used)
+        if self.config.drift_enabled and loaded.manifest.drift_reference is not None:
+            self.drift = DriftMonitor(
+                loaded.manifest.drift_reference,
+                loaded.manifest.task,
+                model.output_names[0],
+                window_rows=self.config.drift_window,
+                interval_s=self.config.drift_interval_s,
+                max_rows_per_interval=self.config.drift_max_rows_per_interval,
+                publish=self._publish_drift,
+            )
+            self.drift.start()
+        elif self.config.drift_enabled:
+            log.warning("the manifest has no drift reference; drift gauges are not exported")
+        metrics = self.metrics
+        self.batcher = AdaptiveBatcher(
+            model.run,
+            batchable=model.batchable,
+            max_batch_size=self.config.max_batch_size,
+            max_wait_s=self.config.max_batch_wait_ms / 1000.0,
+            max_queue=self.config.max_queue,
+            inline=self.config.inline_inference,
+            on_queue_depth=metrics.queue_depth.set,
+            on_batch=self._record_batch,
+            observer=self.drift.observe if self.drift is not None else None,
+        )
+        self.loaded = loaded
+        metrics.load_seconds.set(loaded.load_seconds)
+        metrics.set_revision_info({
+            "sha256": loaded.manifest.sha256,
+            "variant": loaded.manifest.name,
+            "provider": plan.used,
+            "requested_provider": plan.requested,
+            "intra_op_threads": str(model.intra_op_threads),
+            "batchable": str(model.batchable).lower(),
+        })
+        self.state = ModelState.READY
+        self.state_reason = "serving"
+        metrics.ready.set(1)
+        log.info(
+            "serving %s (variant %s, sha256 %s) as %r revision %s on %s with %d intra-op thread(s); loaded in %.3f s",
+            loaded.path, loaded.manifest.name, loaded.manifest.sha256[:12], self.name, self.version,
+            plan.used, model.intra_op_threads, loaded.load_seconds,
+        )
+
+    def _record_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference_duration.observe(seconds)
+
+    def _publish_drift(self, per_feature: dict[str, float], output: float, rows: int) -> None:
+        for feature, psi in per_feature.items():
+            self.metrics.set_feature_psi(feature, psi)
+        if per_feature:
+            self.metrics.drift_max_psi.set(max(per_feature.values()))
+        self.metrics.drift_output_psi.set(output)
+        self.metrics.drift_samples.set(rows)
+
+    def begin_shutdown(self) -> None:
+        """Readiness goes false at once, so the Service stops routing here while in-flight requests drain."""
+        if self.state is not ModelState.STOPPING:
+            log.info("shutdown: readiness false, draining in-flight requests")
+        self.state = ModelState.STOPPING
+        self.state_reason = "shutting down"
+        self.metrics.ready.set(0)
+
+    async def shutdown(self, drain_timeout_s: float) -> None:
+        self.begin_shutdown()
+        if self.batcher is not None:
+            await self.batcher.close(drain_timeout_s)
+        if self.drift is not None:
+            await self.drift.stop()
+
+    # ---- health and metadata ---------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        # Alive while the event loop answers; a refused model is not a reason to restart the process.
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ModelState.READY
+
+    def _check_name(self, name: str, version: str | None) -> None:
+        if name != self.name:
+            raise ModelNotFound(f"model {name!r} is not served here; this server serves {self.name!r}")
+        if version is not None and version != self.version:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; served version is {self.version!r}")
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        self._check_name(name, version)
+        return self.ready
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        self._check_name(name, version)
+        if self.loaded is None:
+            raise ModelNotReady(f"model {name!r} is not loaded ({self.state.value}: {self.state_reason})")
+        model = self.loaded.model
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": s.wire_shape()} for s in model.inputs.values()],
+            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": s.wire_shape()} for s in model.outputs.values()],
+            "parameters": {
+                "variant": self.loaded.manifest.name,
+                "sha256": self.loaded.manifest.sha256,
+                "task": self.loaded.manifest.task,
+                "execution_provider": model.provider_plan.used,
+            },
+        }
+
+    # ---- inference -------------------------------------------------------------------------------
+
+    async def infer(self, name: str, version: str | None, request: InferRequest) -> dict[str, np.ndarray]:
+        """Outputs for one request, or a domain error."""
+        self._check_name(name, version)
+        batcher = self.batcher
+        if self.state is not ModelState.READY or batcher is None or self.loaded is None:
+            raise ModelNotReady(f"model {name!r} is not ready ({self.state.value}: {self.state_reason})")
+        model = self.loaded.model
+        model.check_inputs(request.inputs)
+        model.check_output_names(request.output_names)
+        inputs = request.inputs
+        if self.faults.enabled:
+            inputs = await self._inject(inputs)
+        outputs = await batcher.submit(inputs)
+        if request.output_names is not None:
+            return {n: outputs[n] for n in request.output_names}
+        return outputs
+
+    async def _inject(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        decision = self.faults.decide()
+        if decision.delay_s > 0:
+            self.metrics.fault_injected("latency")
+            await asyncio.sleep(decision.delay_s)
+        if decision.fail:
+            self.metrics.fault_injected("error")
+            raise InjectedFault("injected fault (fault injection is on for this server)")
+        if self.faults.config.input_shift != 0:
+            self.metrics.fault_injected("input_shift")
+            inputs = self.faults.shift_inputs(inputs)
+        return inputs
