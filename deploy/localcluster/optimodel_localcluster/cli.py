@@ -1,0 +1,107 @@
+"""`optimodel dev up | status | down | env`: the local cluster from a terminal."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from .cluster import LocalCluster
+from .paths import LocalClusterError
+
+app = typer.Typer(no_args_is_help=True)
+console = Console(stderr=True)
+
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Cluster state (default: $OPTIMODEL_CLUSTER_DIR or ~/.cache/optimodel/dev-cluster)."),
+]
+
+
+def _fail(error: LocalClusterError) -> None:
+    console.print(f"[bold red]error:[/] {error}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def up(state_dir: StateDirOption = None) -> None:
+    """Build (first time), start or repair the cluster, and wait until it is ready."""
+    cluster = LocalCluster(state_dir)
+    build_lines: deque[str] = deque(maxlen=6)
+    current = {"step": "starting"}
+
+    def render() -> Spinner:
+        lines = Text(current["step"], style="bold")
+        for line in build_lines:
+            lines.append("\n  " + line[:120], style="dim")
+        return Spinner("dots", lines)
+
+    try:
+        with Live(render(), console=console, refresh_per_second=8, transient=True) as live:
+            def report(step: str) -> None:
+                current["step"] = step
+                console.print(f"[green]✓[/] {step}" if step.endswith(("running", "ready")) else f"  {step}")
+                live.update(render())
+
+            def build_output(line: str) -> None:
+                build_lines.append(line)
+                live.update(render())
+
+            cluster.up(report=report, build_output=build_output)
+    except LocalClusterError as error:
+        _fail(error)
+    console.print(
+        f"\n[bold green]Cluster ready.[/] API server {cluster.apiserver_url}, Prometheus {cluster.prometheus_url}\n"
+        f"  export KUBECONFIG={cluster.kubeconfig}\n"
+        f"  kubectl get nodes   (kubectl {cluster.config.binary('kubectl')}; or `eval $(optimodel dev env)`)"
+    )
+    print(cluster.kubeconfig)
+
+
+@app.command()
+def status(state_dir: StateDirOption = None) -> None:
+    """Show each component, the nodes, and where to look."""
+    cluster = LocalCluster(state_dir)
+    table = Table("component", "state", "pid", "log")
+    for item in cluster.status():
+        style = "green" if item.healthy else ("yellow" if item.running else "red")
+        table.add_row(item.name, f"[{style}]{item.detail}[/]", str(item.pid or "-"),
+                      str(cluster.process(item.name).log_file))
+    console.print(table)
+    if all(item.healthy for item in cluster.status()):
+        console.print(cluster.kubectl("get", "nodes", "-o", "wide", check=False).stdout)
+        console.print(f"KUBECONFIG={cluster.kubeconfig}")
+    else:
+        console.print("Not everything is running: `optimodel dev up` starts what is missing.")
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(
+    state_dir: StateDirOption = None,
+    wipe: Annotated[bool, typer.Option(help="Also delete etcd data, certificates and logs.")] = False,
+) -> None:
+    """Stop every process of the cluster and remove pod networks and mounts (safe to repeat)."""
+    cluster = LocalCluster(state_dir)
+    try:
+        cluster.wipe() if wipe else cluster.down(report=lambda line: console.print(f"  {line}"))
+    except LocalClusterError as error:
+        _fail(error)
+    console.print("[green]✓[/] cluster stopped" + (" and its state removed" if wipe else ""))
+
+
+@app.command()
+def env(state_dir: StateDirOption = None) -> None:
+    """Print shell exports for this cluster: `eval $(optimodel dev env)`."""
+    cluster = LocalCluster(state_dir)
+    bin_dir = Path(cluster.config.binary("kubectl")).parent
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    print(f'export PATH="{bin_dir}:$PATH"')
+    print(f"export OPTIMODEL_PROMETHEUS_URL={cluster.prometheus_url}")

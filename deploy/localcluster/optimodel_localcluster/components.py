@@ -1,0 +1,252 @@
+"""What each control-plane component is started with: pure functions from the layout to argv.
+
+Kept apart from process handling so the flags can be read (and tested) in one place.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .paths import Ports, StateLayout
+from .pki import CertificateRequest
+
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+LOOPBACK = "127.0.0.1"
+
+# Identities, kubeadm style: CN is the user, O the groups RBAC sees.
+CERTIFICATES: tuple[CertificateRequest, ...] = (
+    CertificateRequest(
+        "apiserver", "kube-apiserver", server=True,
+        dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                   "kubernetes.default.svc.cluster.local"),
+        ip_addresses=(LOOPBACK, "10.96.0.1"),
+    ),
+    CertificateRequest("apiserver-kubelet-client", "kube-apiserver-kubelet-client", client=True),
+    CertificateRequest("admin", "optimodel-admin", ("system:masters",), client=True),
+    CertificateRequest("controller-manager", "system:kube-controller-manager", client=True),
+    CertificateRequest("scheduler", "system:kube-scheduler", client=True),
+    # The node agent registers nodes, leases and the status of every pod on them; it is given the
+    # admin group rather than per-node identities because one process serves several nodes.
+    CertificateRequest("node-agent", "optimodel:node-agent", ("system:masters",), client=True),
+    CertificateRequest("prometheus", "optimodel:prometheus", client=True),
+    CertificateRequest("kubelet-serving", "optimodel-node-agent", server=True,
+                       dns_names=("localhost",), ip_addresses=(LOOPBACK,)),
+)
+
+# Client identities that get a kubeconfig of their own.
+KUBECONFIG_IDENTITIES = {
+    "admin": "admin",
+    "controller-manager": "controller-manager",
+    "scheduler": "scheduler",
+    "node-agent": "node-agent",
+}
+
+
+@dataclass(frozen=True)
+class ControlPlaneConfig:
+    layout: StateLayout
+    ports: Ports
+    bin_dir: Path
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.ports.apiserver}"
+
+    def binary(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+
+def kubeconfig_document(server: str, ca_cert: Path, client_cert: Path, client_key: Path, user: str) -> dict:
+    """A kubeconfig that names files rather than embedding them, so renewed certificates apply at once."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "optimodel-local",
+                      "cluster": {"server": server, "certificate-authority": str(ca_cert)}}],
+        "users": [{"name": user,
+                   "user": {"client-certificate": str(client_cert), "client-key": str(client_key)}}],
+        "contexts": [{"name": "optimodel-local",
+                      "context": {"cluster": "optimodel-local", "user": user, "namespace": "default"}}],
+        "current-context": "optimodel-local",
+    }
+
+
+def write_kubeconfig(path: Path, document: dict) -> None:
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path.chmod(0o600)
+
+
+def etcd_argv(cfg: ControlPlaneConfig) -> list[str]:
+    client = f"http://{LOOPBACK}:{cfg.ports.etcd_client}"
+    peer = f"http://{LOOPBACK}:{cfg.ports.etcd_peer}"
+    # Loopback only, no TLS: nothing but the API server on this machine talks to it.
+    return [
+        cfg.binary("etcd"),
+        "--name=optimodel-local",
+        f"--data-dir={cfg.layout.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=optimodel-local={peer}",
+        "--listen-metrics-urls=",
+        # A throwaway development store: fsync on every write costs seconds on shared disks.
+        "--unsafe-no-fsync=true",
+        "--quota-backend-bytes=2147483648",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(cfg: ControlPlaneConfig) -> list[str]:
+    pki = cfg.layout.pki
+    return [
+        cfg.binary("kube-apiserver"),
+        f"--etcd-servers=http://{LOOPBACK}:{cfg.ports.etcd_client}",
+        f"--bind-address={LOOPBACK}",
+        f"--advertise-address={LOOPBACK}",
+        f"--secure-port={cfg.ports.apiserver}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        "--authorization-mode=Node,RBAC",
+        "--anonymous-auth=true",  # only /healthz, /livez, /readyz, /version are open, as in kubeadm
+        "--enable-admission-plugins=NodeRestriction",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--event-ttl=1h",
+        f"--cert-dir={pki / 'apiserver-generated'}",
+    ]
+
+
+def _component_common(cfg: ControlPlaneConfig, identity: str, port: int) -> list[str]:
+    kubeconfig = cfg.layout.kubeconfig_for(identity)
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        f"--bind-address={LOOPBACK}",
+        f"--secure-port={port}",
+        f"--cert-dir={cfg.layout.pki / (identity + '-generated')}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ]
+
+
+def controller_manager_argv(cfg: ControlPlaneConfig) -> list[str]:
+    pki = cfg.layout.pki
+    return [
+        cfg.binary("kube-controller-manager"),
+        *_component_common(cfg, "controller-manager", cfg.ports.controller_manager),
+        f"--service-account-private-key-file={pki / 'sa.key'}",
+        f"--root-ca-file={pki / 'ca.crt'}",
+        f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+        f"--cluster-signing-key-file={pki / 'ca.key'}",
+        "--use-service-account-credentials=true",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--cluster-cidr={POD_CIDR}",
+        # The node agent assigns each node's pod CIDR itself (as a kubelet with a static CIDR would).
+        "--allocate-node-cidrs=false",
+        "--controllers=*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+        # Short enough that tests see dead nodes and finished Jobs quickly, long enough for a busy 2-core box.
+        "--node-monitor-grace-period=40s",
+        "--terminated-pod-gc-threshold=200",
+    ]
+
+
+def scheduler_argv(cfg: ControlPlaneConfig) -> list[str]:
+    return [cfg.binary("kube-scheduler"), *_component_common(cfg, "scheduler", cfg.ports.scheduler)]
+
+
+def node_agent_argv(cfg: ControlPlaneConfig) -> list[str]:
+    return [
+        sys.executable, "-m", "optimodel_localcluster.node_agent", "run",
+        "--kubeconfig", str(cfg.layout.kubeconfig_for("node-agent")),
+        "--state-dir", str(cfg.layout.root),
+    ]
+
+
+def prometheus_config(cfg: ControlPlaneConfig, scrape_interval: str = "1s") -> dict:
+    """Scrape every pod that asks for it with the usual `prometheus.io/*` annotations."""
+    pki = cfg.layout.pki
+    tls = {
+        "ca_file": str(pki / "ca.crt"),
+        "cert_file": str(pki / "prometheus.crt"),
+        "key_file": str(pki / "prometheus.key"),
+    }
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
+                   "scrape_timeout": scrape_interval},
+        "scrape_configs": [
+            {
+                "job_name": "kubernetes-pods",
+                "kubernetes_sd_configs": [{"role": "pod", "api_server": cfg.apiserver_url, "tls_config": tls}],
+                "relabel_configs": [
+                    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                     "action": "keep", "regex": "true"},
+                    {"source_labels": ["__meta_kubernetes_pod_phase"], "action": "drop",
+                     "regex": "Pending|Succeeded|Failed"},
+                    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scheme"],
+                     "action": "replace", "target_label": "__scheme__", "regex": "(https?)"},
+                    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                     "action": "replace", "target_label": "__metrics_path__", "regex": "(.+)"},
+                    {"source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+                     "action": "replace", "regex": r"([^:]+)(?::\d+)?;(\d+)",
+                     "replacement": "$1:$2", "target_label": "__address__"},
+                    {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+                ],
+            }
+        ],
+    }
+
+
+def prometheus_argv(cfg: ControlPlaneConfig, prometheus_binary: str) -> list[str]:
+    return [
+        prometheus_binary,
+        f"--config.file={cfg.layout.root / 'prometheus.yml'}",
+        f"--storage.tsdb.path={cfg.layout.prometheus_data}",
+        f"--web.listen-address={LOOPBACK}:{cfg.ports.prometheus}",
+        "--storage.tsdb.retention.time=1d",
+        "--web.enable-lifecycle",
+        "--log.level=warn",
+    ]
+
+
+# Least privilege for Prometheus: discover and scrape, nothing else.
+PROMETHEUS_RBAC = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "optimodel:prometheus"}
+rules:
+- apiGroups: [""]
+  resources: [pods, services, endpoints, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- nonResourceURLs: [/metrics]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "optimodel:prometheus"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "optimodel:prometheus"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "optimodel:prometheus"}
+"""

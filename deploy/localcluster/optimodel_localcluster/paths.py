@@ -1,0 +1,74 @@
+"""Where the local cluster keeps things, the pinned versions and the fixed loopback ports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Keep in step with gobuild/go.mod (a unit test checks they agree).
+KUBERNETES_VERSION = "v1.36.3"
+
+
+class LocalClusterError(RuntimeError):
+    """Something the user must act on; the message says what."""
+
+
+class GoBuildError(LocalClusterError):
+    pass
+
+
+def cache_root() -> Path:
+    """Heavy, reusable things (compiled binaries, the virtualenv): `$OPTIMODEL_CACHE` or ~/.cache/optimodel."""
+    return Path(os.environ.get("OPTIMODEL_CACHE", Path.home() / ".cache" / "optimodel"))
+
+
+def default_state_dir() -> Path:
+    """One cluster's state (etcd data, certificates, logs, pods): `$OPTIMODEL_CLUSTER_DIR` or under the cache."""
+    return Path(os.environ.get("OPTIMODEL_CLUSTER_DIR", cache_root() / "dev-cluster"))
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports; chosen away from the usual defaults so a real kubelet or etcd never collides."""
+
+    etcd_client: int = 23790
+    etcd_peer: int = 23800
+    apiserver: int = 16443
+    controller_manager: int = 20257
+    scheduler: int = 20259
+    prometheus: int = 19090
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """The folders inside one cluster's state directory."""
+
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def prometheus_data(self) -> Path:
+        return self.root / "prometheus"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    def kubeconfig_for(self, component: str) -> Path:
+        return self.root / f"{component}.kubeconfig"

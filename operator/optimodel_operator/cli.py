@@ -1,0 +1,33 @@
+"""The `optimodel` command line: one entry point, each component owns its own sub-commands.
+
+Each component keeps its commands in its own `cli.py`; this module only wires them together,
+so that `optimodel --help` stays fast (heavy imports such as torch happen inside commands).
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="optimodel",
+    help="Take a trained model to an optimized, accuracy-gated, SLO-guarded rollout on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    # One line per component; each owner adds its own.
+    from optimodel_localcluster.cli import app as dev_app
+
+    app.add_typer(dev_app, name="dev", help="A local Kubernetes cluster from real parts (no Docker).")
+    from optimodel_server.cli import serve as serve_command
+
+    app.command("serve")(serve_command)
+
+
+_register()
+
+
+if __name__ == "__main__":
+    app()
