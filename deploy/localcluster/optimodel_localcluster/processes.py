@@ -79,11 +79,11 @@ class ManagedProcess:
             return False
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and (_alive(pid) or group_members(pid)):
             time.sleep(0.1)
-        if _alive(pid):
+        if _alive(pid) or group_members(pid):
             _signal_group(pid, signal.SIGKILL)
-            while _alive(pid):
+            while _alive(pid) or group_members(pid):
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -114,6 +114,21 @@ def _alive(pid: int) -> bool:
         pass
     stat = _stat(pid)
     return stat is not None and stat[0] != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group: children a component left behind count too."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(proc.name))
+    return members
 
 
 def _stat(pid: int) -> tuple[str, int] | None:

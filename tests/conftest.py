@@ -1,0 +1,50 @@
+"""Fixtures shared by every tier.
+
+Integration and end-to-end tests run against the real local cluster: one per test session,
+reused if it is already running (then left running), otherwise started here and stopped at the
+end. A cluster that cannot start fails the tests that need it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from optimodel_localcluster.cluster import LocalCluster
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[LocalCluster]:
+    cluster = LocalCluster()
+    started_here = not cluster.is_up()
+    if started_here:
+        cluster.up()
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    try:
+        yield cluster
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        if started_here and not os.environ.get("OPTIMODEL_KEEP_CLUSTER"):
+            cluster.down()
+
+
+@pytest.fixture
+def namespace(local_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"t-{stem}-{uuid.uuid4().hex[:5]}"
+    local_cluster.kubectl("create", "namespace", name)
+    # The ServiceAccount controller adds `default` shortly after; pods need it to be admitted.
+    local_cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
+    try:
+        yield name
+    finally:
+        local_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

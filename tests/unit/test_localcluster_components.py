@@ -1,0 +1,131 @@
+"""The local cluster's flags, identities and pins, checked without starting anything."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from optimodel_localcluster import components
+from optimodel_localcluster.build import GOBUILD_DIR, _ldflags
+from optimodel_localcluster.components import ControlPlaneConfig
+from optimodel_localcluster.paths import KUBERNETES_VERSION, Ports, StateLayout
+from optimodel_localcluster.pki import ensure_pki
+from optimodel_localcluster.processes import ManagedProcess, group_members
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ControlPlaneConfig:
+    return ControlPlaneConfig(StateLayout(tmp_path), Ports(), tmp_path / "bin")
+
+
+def _flags(argv: list[str]) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in argv[1:] if arg.startswith("--") and "=" in arg)
+
+
+def test_go_module_pins_the_same_kubernetes_release_as_the_code() -> None:
+    go_mod = (GOBUILD_DIR / "go.mod").read_text()
+    assert f"k8s.io/kubernetes {KUBERNETES_VERSION}" in go_mod
+    staging = re.findall(r"(k8s\.io/[a-z-]+) => (k8s\.io/[a-z-]+) (v\S+)", go_mod)
+    assert len(staging) >= 30, "the staging replace list is incomplete"
+    minor_patch = KUBERNETES_VERSION.split(".", 1)[1]
+    assert all(src == dst and version == f"v0.{minor_patch}" for src, dst, version in staging)
+    assert (GOBUILD_DIR / "go.sum").stat().st_size > 0
+
+
+def test_binaries_carry_the_release_version() -> None:
+    assert f"k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION}" in _ldflags(KUBERNETES_VERSION)
+
+
+def test_apiserver_is_secured_like_a_real_one(config: ControlPlaneConfig) -> None:
+    flags = _flags(components.apiserver_argv(config))
+    assert flags["authorization-mode"] == "Node,RBAC"
+    assert flags["bind-address"] == "127.0.0.1"
+    for tls in ("tls-cert-file", "tls-private-key-file", "client-ca-file", "service-account-key-file",
+                "service-account-signing-key-file", "kubelet-certificate-authority"):
+        assert Path(flags[tls]).parent == config.layout.pki
+    assert "insecure-port" not in flags
+
+
+def test_controller_manager_signs_service_accounts_and_never_allocates_cidrs(config: ControlPlaneConfig) -> None:
+    flags = _flags(components.controller_manager_argv(config))
+    assert flags["service-account-private-key-file"].endswith("sa.key")
+    assert flags["use-service-account-credentials"] == "true"
+    assert flags["allocate-node-cidrs"] == "false"
+    assert flags["kubeconfig"].endswith("controller-manager.kubeconfig")
+
+
+def test_prometheus_discovers_pods_through_the_api_server_with_its_own_identity(config: ControlPlaneConfig) -> None:
+    scrape = components.prometheus_config(config)["scrape_configs"][0]
+    sd = scrape["kubernetes_sd_configs"][0]
+    assert sd["role"] == "pod" and sd["api_server"] == "https://127.0.0.1:16443"
+    assert sd["tls_config"]["cert_file"].endswith("prometheus.crt")
+    keep = scrape["relabel_configs"][0]
+    assert keep["action"] == "keep" and "prometheus_io_scrape" in keep["source_labels"][0]
+    rbac = list(yaml.safe_load_all(components.PROMETHEUS_RBAC))
+    verbs = {verb for rule in rbac[0]["rules"] for verb in rule["verbs"]}
+    assert verbs == {"get", "list", "watch"}, "Prometheus must only read"
+    assert not any("secrets" in rule.get("resources", []) for rule in rbac[0]["rules"])
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "expected"),
+    [("10.244.1.5", "8080", "10.244.1.5:8080"), ("10.244.1.5:9000", "8080", "10.244.1.5:8080")],
+)
+def test_prometheus_port_annotation_rewrites_the_target(config: ControlPlaneConfig, address: str, port: str,
+                                                       expected: str) -> None:
+    rule = next(r for r in components.prometheus_config(config)["scrape_configs"][0]["relabel_configs"]
+                if r.get("target_label") == "__address__")
+    match = re.fullmatch(rule["regex"], f"{address};{port}")
+    assert match is not None
+    assert rule["replacement"].replace("$1", match.group(1)).replace("$2", match.group(2)) == expected
+
+
+def test_pki_issues_the_expected_identities_and_keeps_them_across_restarts(tmp_path: Path) -> None:
+    pki = ensure_pki(tmp_path / "pki", list(components.CERTIFICATES))
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    admin = x509.load_pem_x509_certificate(pki.cert("admin").read_bytes())
+    assert admin.issuer == ca.subject
+    assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    serving = x509.load_pem_x509_certificate(pki.cert("apiserver").read_bytes())
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
+    prometheus = x509.load_pem_x509_certificate(pki.cert("prometheus").read_bytes())
+    assert not prometheus.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME), "no admin group"
+    assert (pki.ca_key.stat().st_mode & 0o077) == 0, "private keys are private"
+    before = pki.cert("admin").read_bytes()
+    ensure_pki(tmp_path / "pki", list(components.CERTIFICATES))
+    assert pki.cert("admin").read_bytes() == before
+
+
+def test_kubeconfig_names_files_so_renewed_certificates_apply(tmp_path: Path) -> None:
+    doc = components.kubeconfig_document("https://127.0.0.1:16443", tmp_path / "ca.crt", tmp_path / "a.crt",
+                                         tmp_path / "a.key", "admin")
+    components.write_kubeconfig(tmp_path / "kubeconfig", doc)
+    loaded = yaml.safe_load((tmp_path / "kubeconfig").read_text())
+    assert loaded["users"][0]["user"]["client-certificate"] == str(tmp_path / "a.crt")
+    assert (tmp_path / "kubeconfig").stat().st_mode & 0o077 == 0
+
+
+def test_managed_process_stops_its_whole_group_and_forgets_a_reused_pid(tmp_path: Path) -> None:
+    process = ManagedProcess("sleeper", tmp_path / "run", tmp_path / "logs")
+    # A parent that starts a child: both must go when the component is stopped.
+    pid = process.start([sys.executable, "-c",
+                         "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"])
+    time.sleep(0.5)
+    assert len(group_members(pid)) == 2
+    assert process.is_running()
+    assert process.stop(timeout=5)
+    assert not process.is_running()
+    assert group_members(pid) == []
+    assert process.stop() is False, "a second stop is harmless"
+    # A pid file that names another process (same pid, other start time) is not ours.
+    process.pid_file.write_text('{"pid": 1, "starttime": 999999999, "argv0": "x"}')
+    assert process.pid() is None
