@@ -95,7 +95,8 @@ def _array_from_json(data: Any, dtype: np.dtype, where: str) -> np.ndarray:
         if raw.min() < info.min or raw.max() > info.max:
             raise _fail(f"{where}: values outside the range of {NUMPY_TO_DATATYPE[dtype]} ({info.min}..{info.max})")
         return raw.astype(dtype, copy=False).ravel()
-    array = raw.astype(dtype, copy=False).ravel()
+    with np.errstate(over="ignore"):
+        array = raw.astype(dtype, copy=False).ravel()
     if not np.isfinite(array).all():
         raise _fail(f"{where}: values too large for {NUMPY_TO_DATATYPE[dtype]}")
     return array
