@@ -12,7 +12,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from optimodel_localcluster import components
+from optimodel_localcluster import components, prometheus_discovery
 from optimodel_localcluster.build import GOBUILD_DIR, _ldflags
 from optimodel_localcluster.components import ControlPlaneConfig
 from optimodel_localcluster.paths import KUBERNETES_VERSION, Ports, StateLayout
@@ -61,30 +61,48 @@ def test_controller_manager_signs_service_accounts_and_never_allocates_cidrs(con
     assert flags["kubeconfig"].endswith("controller-manager.kubeconfig")
 
 
-def test_prometheus_discovers_pods_through_the_api_server_with_its_own_identity(config: ControlPlaneConfig) -> None:
+def test_prometheus_reads_pods_from_the_discovery_file_and_may_only_read(config: ControlPlaneConfig) -> None:
     scrape = components.prometheus_config(config)["scrape_configs"][0]
-    sd = scrape["kubernetes_sd_configs"][0]
-    assert sd["role"] == "pod" and sd["api_server"] == "https://127.0.0.1:16443"
-    assert sd["tls_config"]["cert_file"].endswith("prometheus.crt")
-    keep = scrape["relabel_configs"][0]
-    assert keep["action"] == "keep" and "prometheus_io_scrape" in keep["source_labels"][0]
+    assert scrape["file_sd_configs"][0]["files"] == [str(components.prometheus_targets_file(config))]
+    argv = components.prometheus_discovery_argv(config)
+    assert argv[argv.index("--kubeconfig") + 1].endswith("prometheus.kubeconfig")
     rbac = list(yaml.safe_load_all(components.PROMETHEUS_RBAC))
     verbs = {verb for rule in rbac[0]["rules"] for verb in rule["verbs"]}
     assert verbs == {"get", "list", "watch"}, "Prometheus must only read"
     assert not any("secrets" in rule.get("resources", []) for rule in rbac[0]["rules"])
 
 
+def _pod(annotations: dict[str, str], phase: str = "Running", ip: str | None = "10.244.1.5") -> dict:
+    return {
+        "metadata": {"name": "srv-1", "namespace": "ml", "annotations": annotations,
+                     "labels": {"app.kubernetes.io/name": "srv"}},
+        "spec": {"nodeName": "cpu-0", "containers": [{"ports": [{"containerPort": 9000}]}]},
+        "status": {"phase": phase, "podIP": ip},
+    }
+
+
 @pytest.mark.parametrize(
-    ("address", "port", "expected"),
-    [("10.244.1.5", "8080", "10.244.1.5:8080"), ("10.244.1.5:9000", "8080", "10.244.1.5:8080")],
+    ("pod", "target", "path"),
+    [
+        (_pod({"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}), "10.244.1.5:8080", "/metrics"),
+        (_pod({"prometheus.io/scrape": "true", "prometheus.io/path": "/m"}), "10.244.1.5:9000", "/m"),
+        (_pod({"prometheus.io/scrape": "false"}), None, None),
+        (_pod({}), None, None),
+        (_pod({"prometheus.io/scrape": "true"}, phase="Pending"), None, None),
+        (_pod({"prometheus.io/scrape": "true"}, ip=None), None, None),
+    ],
 )
-def test_prometheus_port_annotation_rewrites_the_target(config: ControlPlaneConfig, address: str, port: str,
-                                                       expected: str) -> None:
-    rule = next(r for r in components.prometheus_config(config)["scrape_configs"][0]["relabel_configs"]
-                if r.get("target_label") == "__address__")
-    match = re.fullmatch(rule["regex"], f"{address};{port}")
-    assert match is not None
-    assert rule["replacement"].replace("$1", match.group(1)).replace("$2", match.group(2)) == expected
+def test_discovery_follows_the_usual_annotations(pod: dict, target: str | None, path: str | None) -> None:
+    group = prometheus_discovery.scrape_target(pod)
+    if target is None:
+        assert group is None
+        return
+    assert group is not None
+    assert group["targets"] == [target]
+    labels = group["labels"]
+    assert labels["__metrics_path__"] == path
+    assert (labels["namespace"], labels["pod"], labels["node"]) == ("ml", "srv-1", "cpu-0")
+    assert labels["app_kubernetes_io_name"] == "srv"
 
 
 def test_pki_issues_the_expected_identities_and_keeps_them_across_restarts(tmp_path: Path) -> None:

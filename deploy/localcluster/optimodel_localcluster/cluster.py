@@ -33,7 +33,8 @@ from .processes import ManagedProcess
 Report = Callable[[str], None]
 
 # Start order; `down` goes the other way.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent", "prometheus")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent",
+              "prometheus-discovery", "prometheus")
 EXPECTED_POOLS = ("cpu", "gpu")
 
 
@@ -114,6 +115,8 @@ class LocalCluster:
         self._ensure("kube-scheduler", components.scheduler_argv(self.config), self.ports.scheduler,
                      report, deadline)
         self._ensure("node-agent", components.node_agent_argv(self.config), None, report, deadline)
+        self._ensure("prometheus-discovery", components.prometheus_discovery_argv(self.config), None, report,
+                     deadline)
         self._ensure("prometheus", components.prometheus_argv(self.config, prometheus),
                      self.ports.prometheus, report, deadline)
         report("waiting for the nodes to be Ready and the default ServiceAccount to exist")
@@ -193,6 +196,8 @@ class LocalCluster:
                 return httpx.get(f"{self.prometheus_url}/-/ready", timeout=2.0).status_code == 200
             if name == "node-agent":
                 return self._nodes_registered()
+            if name == "prometheus-discovery":
+                return components.prometheus_targets_file(self.config).exists()
         except (httpx.HTTPError, ValueError, OSError):
             return False
         return False

@@ -45,6 +45,7 @@ KUBECONFIG_IDENTITIES = {
     "controller-manager": "controller-manager",
     "scheduler": "scheduler",
     "node-agent": "node-agent",
+    "prometheus": "prometheus",
 }
 
 
@@ -179,38 +180,31 @@ def node_agent_argv(cfg: ControlPlaneConfig) -> list[str]:
     ]
 
 
+def prometheus_targets_file(cfg: ControlPlaneConfig) -> Path:
+    return cfg.layout.root / "prometheus-targets" / "pods.json"
+
+
+def prometheus_discovery_argv(cfg: ControlPlaneConfig) -> list[str]:
+    return [
+        sys.executable, "-m", "optimodel_localcluster.prometheus_discovery",
+        "--kubeconfig", str(cfg.layout.kubeconfig_for("prometheus")),
+        "--output", str(prometheus_targets_file(cfg)),
+    ]
+
+
 def prometheus_config(cfg: ControlPlaneConfig, scrape_interval: str = "1s") -> dict:
-    """Scrape every pod that asks for it with the usual `prometheus.io/*` annotations."""
-    pki = cfg.layout.pki
-    tls = {
-        "ca_file": str(pki / "ca.crt"),
-        "cert_file": str(pki / "prometheus.crt"),
-        "key_file": str(pki / "prometheus.key"),
-    }
+    """Scrape every pod that asks for it with the usual `prometheus.io/*` annotations.
+
+    Debian's build has no Kubernetes service discovery, so pods come from the file that
+    `prometheus_discovery` keeps (see there); the labels are those kubernetes_sd relabelling gives.
+    """
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                    "scrape_timeout": scrape_interval},
         "scrape_configs": [
             {
                 "job_name": "kubernetes-pods",
-                "kubernetes_sd_configs": [{"role": "pod", "api_server": cfg.apiserver_url, "tls_config": tls}],
-                "relabel_configs": [
-                    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                     "action": "keep", "regex": "true"},
-                    {"source_labels": ["__meta_kubernetes_pod_phase"], "action": "drop",
-                     "regex": "Pending|Succeeded|Failed"},
-                    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scheme"],
-                     "action": "replace", "target_label": "__scheme__", "regex": "(https?)"},
-                    {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
-                     "action": "replace", "target_label": "__metrics_path__", "regex": "(.+)"},
-                    {"source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
-                     "action": "replace", "regex": r"([^:]+)(?::\d+)?;(\d+)",
-                     "replacement": "$1:$2", "target_label": "__address__"},
-                    {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                    {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
-                ],
+                "file_sd_configs": [{"files": [str(prometheus_targets_file(cfg))], "refresh_interval": "5s"}],
             }
         ],
     }
