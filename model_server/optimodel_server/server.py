@@ -74,21 +74,35 @@ def serve(config: ServerConfig) -> None:
 
 
 class GracefulServer:
-    """uvicorn.Server whose first exit signal first turns readiness off (and waits the delay)."""
+    """uvicorn.Server whose first exit signal turns readiness off, waits the delay, then drains.
+
+    The exit code is 0 after a graceful drain: uvicorn's own handler would re-raise the signal at
+    the end and make every rollout's pod termination look like a crash.
+    """
 
     def __new__(cls, config, plane: DataPlane, delay_s: float):  # noqa: ANN001, ANN204
         import uvicorn
 
         class _Server(uvicorn.Server):
+            _exit_pending = False
+
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 plane.begin_shutdown()
-                if delay_s > 0 and not getattr(self, "_delaying", False):
-                    self._delaying = True
+                if self.should_exit or self._exit_pending:
+                    log.warning("second exit signal: exiting without waiting for in-flight requests")
+                    self.should_exit = True
+                    self.force_exit = True
+                    return
+                if delay_s > 0:
+                    self._exit_pending = True
                     log.info("shutdown: waiting %.1f s before closing the listener", delay_s)
-                    timer = threading.Timer(delay_s, uvicorn.Server.handle_exit, (self, sig, frame))
+                    timer = threading.Timer(delay_s, self._close)
                     timer.daemon = True
                     timer.start()
                     return
-                super().handle_exit(sig, frame)
+                self._close()
+
+            def _close(self) -> None:
+                self.should_exit = True
 
         return _Server(config)
