@@ -34,6 +34,8 @@ def local_cluster() -> Iterator[LocalCluster]:
             os.environ["KUBECONFIG"] = previous
         if started_here and not os.environ.get("OPTIMODEL_KEEP_CLUSTER"):
             cluster.down()
+            # `down` must leave nothing behind: checked every time a test session owns the cluster.
+            assert cluster.leftovers() == [], cluster.leftovers()
 
 
 @pytest.fixture

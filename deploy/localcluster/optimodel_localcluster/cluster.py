@@ -262,6 +262,15 @@ class LocalCluster:
                 except ProcessLookupError:
                     pass
 
+    def leftovers(self) -> list[str]:
+        """What a `down` should have removed and did not: running components, strays, bound ports."""
+        found = [f"{name} still running" for name in COMPONENTS if self.process(name).is_running()]
+        found += [f"process {pid} of this cluster still running" for pid in self._stray_pids()]
+        ports = [self.ports.etcd_client, self.ports.etcd_peer, self.ports.apiserver,
+                 self.ports.controller_manager, self.ports.scheduler, self.ports.prometheus]
+        found += [f"port {port} still bound" for port in ports if _port_in_use(port)]
+        return found
+
     def _stray_pids(self) -> list[int]:
         """Processes started for this state directory that no pid file records any more."""
         marker = str(self.layout.root).encode()
