@@ -21,6 +21,12 @@ def _register() -> None:
     from optimodel_localcluster.cli import app as dev_app
 
     app.add_typer(dev_app, name="dev", help="A local Kubernetes cluster from real parts (no Docker).")
+    from optimodel_operator.crd.cli import app as crd_app
+
+    app.add_typer(crd_app, name="crd", help="The OptimizedModel CRD, generated from the API types.")
+    from optimodel_operator.controller.cli import app as operator_app
+
+    app.add_typer(operator_app, name="operator", help="Run the OptimizedModel operator (kopf).")
     from optimodel_server.cli import serve as serve_command
 
     app.command("serve")(serve_command)

@@ -1,0 +1,92 @@
+"""How a new revision reaches all traffic: canary steps, each analysed against the SLO and for drift."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Duration, parse_duration
+
+CanaryWeight = Annotated[int, Field(ge=1, le=100)]
+
+
+class NoDataPolicy(DescribedEnum):
+    HOLD = "hold", "Hold the current step and say so in status; never promote blind, never roll back for it."
+    FAIL = "fail", "Count an analysis without data (Prometheus down, too few samples) as a failed one."
+
+
+class Slo(ApiModel):
+    """Service level objectives the canary must meet at every step."""
+
+    p99_latency_ms: float | None = Field(None, gt=0, le=600_000)
+    """Largest tolerated 99th percentile request latency, in milliseconds."""
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+    """Largest tolerated share of failed requests (0.01 = 1%)."""
+
+
+class Drift(ApiModel):
+    """Input drift guard: the population stability index of live inputs against the evaluation data."""
+
+    max_psi: float = Field(0.2, gt=0, le=100, alias="maxPSI")
+    """Largest tolerated PSI; 0.1 is commonly read as a small shift, 0.25 as a large one."""
+    bins: int = Field(10, ge=2, le=100)
+    """Histogram bins per input feature."""
+
+
+class GatewayApiRouting(ApiModel):
+    """Split traffic with the weights of a Gateway API HTTPRoute."""
+
+    http_route: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+    """Name of the HTTPRoute in the resource's namespace whose backendRefs weights the operator sets."""
+
+
+class TrafficRouting(ApiModel):
+    """How the canary's share of traffic is applied; unset means by replica ratio."""
+
+    gateway_api: GatewayApiRouting | None = Field(None, alias="gatewayAPI")
+    """Use a Gateway API HTTPRoute's backend weights instead of the replica ratio."""
+
+
+class Rollout(ApiModel):
+    """The canary rollout of a new revision and the guard kept on it afterwards."""
+
+    steps: Annotated[list[CanaryWeight], Field(min_length=1, max_length=20)] = Field(
+        default_factory=lambda: [10, 25, 50, 100]
+    )
+    """Canary traffic weights in percent, strictly increasing, each at most 100; after the last step
+    passes, the revision is promoted to all traffic."""
+    interval: Duration = "1m"
+    """How long each step is held before it is analysed (e.g. 30s, 1m, 1h30m); at least 1s."""
+    slo: Slo | None = None
+    """Latency and error objectives checked at every analysis."""
+    drift: Drift | None = None
+    """Input drift guard checked at every analysis."""
+    failure_limit: int = Field(2, ge=1, le=100)
+    """Failed analyses of one revision that trigger a rollback to the stable revision."""
+    no_data: NoDataPolicy = NoDataPolicy.HOLD
+    """What an analysis without data means."""
+    min_samples: int = Field(100, ge=1, le=1_000_000_000)
+    """Requests an analysis window needs before it judges; fewer counts as no data."""
+    traffic_routing: TrafficRouting | None = None
+    """How traffic is split; replica ratio when unset."""
+
+    @property
+    def interval_timedelta(self) -> timedelta:
+        return parse_duration(self.interval)
+
+    cel_rules = (
+        CelRule(
+            rule="self.steps.isSorted()",
+            message="rollout.steps must be strictly increasing",
+            check=lambda r: all(a < b for a, b in zip(r.steps, r.steps[1:], strict=False)),
+            field_path=".steps",
+        ),
+        CelRule(
+            rule="duration(self.interval) >= duration('1s')",
+            message="rollout.interval must be at least 1s",
+            check=lambda r: r.interval_timedelta >= timedelta(seconds=1),
+            field_path=".interval",
+        ),
+    )

@@ -1,0 +1,191 @@
+"""The OptimizedModel status: what the operator observed and decided, written only by the operator."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from optimodel_operator.api.common import DescribedEnum, LongName, Message, StatusModel, Uri
+from optimodel_operator.api.conditions import ConditionStatus
+
+
+class Phase(DescribedEnum):
+    PENDING = "Pending", "Accepted, no work started; leaves when the optimization Jobs start."
+    OPTIMIZING = "Optimizing", "Optimization Jobs run; leaves when all have finished (Gating) or one failed (Failed)."
+    GATING = "Gating", "Variants are judged; leaves for Deploying when the variants to serve pass, else Failed."
+    DEPLOYING = "Deploying", "The new revision's Deployments are created; leaves for RollingOut once available."
+    ROLLING_OUT = "RollingOut", "The canary walks the steps; leaves for Succeeded on promotion or RolledBack."
+    SUCCEEDED = "Succeeded", "The revision serves all traffic and stays guarded; a spec change starts over."
+    ROLLED_BACK = "RolledBack", "Analyses failed; the stable revision serves all traffic; a spec change starts over."
+    FAILED = "Failed", "Cannot go on (invalid spec, failed Job or gate); a spec change starts over."
+
+
+class Condition(StatusModel):
+    """A condition in the Kubernetes shape."""
+
+    type: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=64)]
+    """Condition type (Ready, Accepted, Optimized, Gated, Deployed, RolledOut, Progressing, Degraded, Stalled)."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)]
+    """One CamelCase word saying why, from the catalog in optimodel_operator.api.conditions."""
+    message: Message = ""
+    """Human-readable details."""
+    last_transition_time: datetime
+    """When status last changed."""
+    observed_generation: int = Field(ge=0)
+    """metadata.generation the condition was computed for."""
+
+
+class VariantPhase(DescribedEnum):
+    PENDING = "Pending", "Its optimization Job has not started."
+    RUNNING = "Running", "Its optimization Job runs."
+    SUCCEEDED = "Succeeded", "The artifact is written and measured."
+    FAILED = "Failed", "The optimization Job failed; see message."
+
+
+class GateVerdict(DescribedEnum):
+    PENDING = "Pending", "Not judged yet."
+    PASSED = "Passed", "Within every gate threshold."
+    FAILED = "Failed", "Over a gate threshold; see message."
+
+
+class ProviderBenchmark(StatusModel):
+    """Latency of a variant on one execution provider."""
+
+    provider: Annotated[str, StringConstraints(max_length=32)]
+    """Execution provider (cpu, cuda, tensorrt)."""
+    latency_p50_ms: float | None = None
+    """Median latency in milliseconds."""
+    latency_p99_ms: float | None = None
+    """99th percentile latency in milliseconds."""
+    speedup: float | None = None
+    """Source p50 divided by this variant's p50 on the same provider."""
+    gate: GateVerdict | None = None
+    """Gate verdict on this provider."""
+
+
+class VariantStatus(StatusModel):
+    """What became of one optimization."""
+
+    name: LongName
+    """optimizations[].name."""
+    phase: VariantPhase = VariantPhase.PENDING
+    """Progress of its optimization Job."""
+    job: LongName | None = None
+    """Name of its optimization Job."""
+    metric: float | None = None
+    """Score on the evaluation data."""
+    source_metric: float | None = None
+    """The source's score on the same data."""
+    drop: float | None = None
+    """Loss against the source, in the unit of the gate's maxDropMode."""
+    size_bytes: int | None = Field(None, ge=0)
+    """Artifact size."""
+    benchmarks: Annotated[list[ProviderBenchmark], Field(max_length=8)] | None = None
+    """Latency per execution provider."""
+    gate: GateVerdict = GateVerdict.PENDING
+    """Overall gate verdict."""
+    artifact: Uri | None = None
+    """Where the artifact is stored."""
+    sha256: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """Content hash of the artifact."""
+    message: Message | None = None
+    """Why it failed, or what it is doing."""
+
+
+class AnalysisVerdict(DescribedEnum):
+    PASS = "Pass", "Every check within its threshold."
+    FAIL = "Fail", "A check over its threshold; see message."
+    NO_DATA = "NoData", "Prometheus unreachable or too few samples; treated per rollout.noData."
+
+
+class AnalysisResult(StatusModel):
+    """The latest canary analysis."""
+
+    time: datetime
+    """When the analysis ran."""
+    revision: LongName
+    """Revision analysed."""
+    step: int = Field(ge=0, le=20)
+    """Index of the canary step in rollout.steps."""
+    weight: int = Field(ge=0, le=100)
+    """Canary weight during the analysed window."""
+    verdict: AnalysisVerdict
+    """Pass, Fail or NoData."""
+    p99_latency_ms: float | None = None
+    """Observed 99th percentile latency in milliseconds."""
+    error_rate: float | None = None
+    """Observed share of failed requests."""
+    psi: float | None = None
+    """Observed largest population stability index over the input features."""
+    samples: int | None = Field(None, ge=0)
+    """Requests in the window."""
+    message: Message | None = None
+    """Which check failed, or why there was no data."""
+
+
+class RevisionPhase(DescribedEnum):
+    CANARY = "Canary", "Taking a share of traffic."
+    STABLE = "Stable", "Serving all traffic."
+    SUPERSEDED = "Superseded", "Replaced by a newer stable revision; kept for rollback."
+    ROLLED_BACK = "RolledBack", "Refused by the canary analysis."
+
+
+class PoolAssignment(StatusModel):
+    """The variant a revision serves on one node pool."""
+
+    pool: LongName
+    """nodePools[].name."""
+    variant: LongName
+    """Variant served there (auto resolved to a name)."""
+    artifact: Uri | None = None
+    """Artifact served there."""
+
+
+class RevisionRecord(StatusModel):
+    """One revision: an assignment of verified artifacts to node pools."""
+
+    name: LongName
+    """Revision name (derived from the artifacts' hashes)."""
+    generation: int = Field(ge=0)
+    """metadata.generation that produced it."""
+    phase: RevisionPhase
+    """Canary, Stable, Superseded or RolledBack."""
+    created: datetime
+    """When the revision was first deployed."""
+    pools: Annotated[list[PoolAssignment], Field(max_length=8)] = Field(default_factory=list)
+    """Variant and artifact per node pool."""
+    message: Message | None = None
+    """Why it was rolled back or superseded."""
+
+
+class OptimizedModelStatus(StatusModel):
+    """Observed state of the OptimizedModel, written only by the operator."""
+
+    observed_generation: int | None = Field(None, ge=0)
+    """metadata.generation the operator last acted on."""
+    phase: Phase | None = None
+    """Where the resource is in its lifecycle."""
+    message: Message | None = None
+    """One-line summary of the state."""
+    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list)
+    """Conditions in the Kubernetes shape, one per type (keyed by type)."""
+    variants: Annotated[list[VariantStatus], Field(max_length=16)] | None = None
+    """Result per optimization variant (keyed by name)."""
+    current_revision: LongName | None = None
+    """Revision being rolled out (or serving, once promoted)."""
+    stable_revision: LongName | None = None
+    """Last revision promoted to all traffic: the one serving."""
+    canary_weight: int | None = Field(None, ge=0, le=100)
+    """Share of traffic, in percent, on the current revision while it is a canary."""
+    canary_step: int | None = Field(None, ge=0, le=20)
+    """Index of the current step in rollout.steps."""
+    failed_analyses: int | None = Field(None, ge=0)
+    """Failed analyses of the current revision so far."""
+    last_analysis: AnalysisResult | None = None
+    """The latest canary analysis."""
+    revisions: Annotated[list[RevisionRecord], Field(max_length=64)] | None = None
+    """Revision history, newest first, at most spec.revisionHistoryLimit old ones."""
