@@ -5,6 +5,7 @@ VENV_BIN := $(shell echo $${OPTIMODEL_CACHE:-$$HOME/.cache/optimodel})/venv/bin
 
 bootstrap:
 	@deploy/bootstrap.sh >/dev/null
+	@$(VENV_BIN)/optimodel dev build >/dev/null
 
 # Local cluster up, operator running, the example OptimizedModel applied, its status printed.
 demo: bootstrap

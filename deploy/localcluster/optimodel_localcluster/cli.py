@@ -65,6 +65,31 @@ def up(state_dir: StateDirOption = None) -> None:
     print(cluster.kubeconfig)
 
 
+@app.command("build")
+def build_binaries() -> None:
+    """Compile the control plane from the Go module proxy (cached; `up` does this on first use)."""
+    from .build import build, is_built
+    from .paths import KUBERNETES_VERSION
+
+    if is_built():
+        console.print(f"[green]✓[/] Kubernetes {KUBERNETES_VERSION} binaries are cached")
+    else:
+        lines: deque[str] = deque(maxlen=6)
+        with Live(Spinner("dots", f"building Kubernetes {KUBERNETES_VERSION} and etcd"), console=console,
+                  transient=True) as live:
+            def show(line: str) -> None:
+                lines.append(line)
+                live.update(Spinner("dots", Text(f"building Kubernetes {KUBERNETES_VERSION} and etcd\n  "
+                                                 + "\n  ".join(l[:120] for l in lines))))
+            try:
+                build(on_output=show)
+            except LocalClusterError as error:
+                _fail(error)
+        console.print(f"[green]✓[/] built Kubernetes {KUBERNETES_VERSION} and etcd")
+    from .build import binaries_dir
+    print(binaries_dir())
+
+
 @app.command()
 def status(state_dir: StateDirOption = None) -> None:
     """Show each component, the nodes, and where to look."""
