@@ -1,0 +1,1 @@
+"""The node agent: plays the kubelet for the local cluster's simulated nodes (see docs/node-agent.md)."""
