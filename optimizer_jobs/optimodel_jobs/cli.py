@@ -1,0 +1,129 @@
+"""``optimodel optimize``: run the optimization pipeline locally with progress, a table and a report.
+
+Also the Job entrypoint (``python -m optimodel_jobs --config <json or path>``): the same run, and on a
+refusal a one-line JSON ``{"reason", "message"}`` on stderr and in the pod's termination message,
+so the operator can put the reason in the resource's status. Exit codes: 0 ran (whatever the gate
+said), 2 refused input or a failed step, 1 an unexpected crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Optimize a model: int8 / fp16 / pruned / distilled variants, gated and measured.")
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+class RichProgress:
+    """Progress for every step on a rich console (plain lines when not a terminal)."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self._status: Any = None
+
+    def start(self, step: str) -> None:
+        if self.console.is_terminal:
+            self._status = self.console.status(f"[bold]{step}[/] ...")
+            self._status.start()
+        else:
+            self.console.print(f"- {step} ...", highlight=False)
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def finish(self, step: str, summary: str, seconds: float) -> None:
+        self._stop()
+        tail = f": {summary}" if summary else ""
+        self.console.print(f"[green]✓[/] {step} [dim]({seconds:.1f}s)[/]{tail}", highlight=False)
+
+    def fail(self, step: str, message: str, seconds: float) -> None:
+        self._stop()
+        self.console.print(f"[red]✗[/] {step} [dim]({seconds:.1f}s)[/]: {message}", highlight=False)
+
+
+def print_table(console: Any, result: Any) -> None:
+    from rich.table import Table
+
+    from optimodel_jobs.report import table_rows
+
+    rows = table_rows(result)
+    batch = min(result.config.latency.batch_sizes)
+    table = Table(title=f"{result.config.name}: variants (latency at batch {batch})")
+    columns = ["variant", "kind", "from", "metric", "drop", "agreement", "p50_ms", "p99_ms", "speedup", "size_mb", "params", "provider", "gate"]
+    for column in columns:
+        table.add_column(column, justify="right" if column not in ("variant", "kind", "from", "provider", "gate") else "left")
+    for row in rows:
+        style = {"PASS": "green", "FAIL": "red", "error": "red"}.get(row["gate"])
+        table.add_row(*[row[c] for c in columns], style=style)
+    console.print(table)
+    for row in rows:
+        if row["gate"] in ("FAIL", "error"):
+            console.print(f"[red]{row['variant']}[/]: {row['reason']}", highlight=False)
+    for pool, variant in result.chosen.items():
+        console.print(f"pool [bold]{pool}[/] -> {variant or '[red]nothing passed the gate[/]'}", highlight=False)
+
+
+def report_refusal(reason: str, message: str, console: Any) -> None:
+    """Tell a person (console) and the operator (stderr JSON + termination message)."""
+    console.print(f"[red]optimize refused[/] ({reason}): {message}", highlight=False)
+    payload = json.dumps({"reason": reason, "message": message})
+    print(payload, file=sys.stderr)
+    target = os.environ.get("OPTIMODEL_TERMINATION_LOG", TERMINATION_LOG)
+    try:
+        if Path(target).parent.is_dir() and (Path(target).exists() or target != TERMINATION_LOG):
+            Path(target).write_text(payload[:4096])
+    except OSError:
+        pass
+
+
+def execute(config_text_or_path: str, overrides: dict[str, Any], console: Any, json_output: bool = False) -> int:
+    from optimodel_jobs.config import load_config, parse_config
+    from optimodel_jobs.errors import OptimizeError
+
+    started = time.perf_counter()
+    try:
+        config = load_config(config_text_or_path)
+        if overrides:
+            raw = config.model_dump(mode="json", by_alias=True)
+            raw.update({k: v for k, v in overrides.items() if v is not None})
+            config = parse_config(raw)
+        from optimodel_jobs.pipeline import run
+
+        result = run(config, RichProgress(console))
+    except OptimizeError as error:
+        report_refusal(error.reason, error.message, console)
+        return 2
+    print_table(console, result)
+    console.print(f"report: {result.report_path}\nresult: {result.result_uri}", highlight=False)
+    console.print(f"[dim]done in {time.perf_counter() - started:.0f}s[/]")
+    if json_output:
+        from optimodel_jobs.pipeline import _jsonable
+
+        print(json.dumps(_jsonable(result.as_dict())))
+    return 0
+
+
+@app.callback(invoke_without_command=True)
+def optimize(
+    config: Annotated[str, typer.Argument(help="Config: a .json / .yaml file, or inline JSON.")],
+    store: Annotated[str | None, typer.Option(help="Artifact store (any fsspec URI); overrides the config.")] = None,
+    work_dir: Annotated[str | None, typer.Option(help="Working folder for intermediate files.")] = None,
+    report: Annotated[str | None, typer.Option(help="Where to write the HTML report (a PNG goes next to it).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON at the end.")] = False,
+) -> None:
+    """Build every variant of the config, gate it, measure it, write artifacts and a report."""
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 180)
+    overrides = {"store": store, "workDir": work_dir, "report": report}
+    raise typer.Exit(execute(config, overrides, console, json_output))

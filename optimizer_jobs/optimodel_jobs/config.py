@@ -1,0 +1,271 @@
+"""The optimization Job's configuration: one plain JSON/YAML document, camelCase or snake_case keys.
+
+It deliberately mirrors the ``OptimizedModel`` spec (``source``, ``evaluation``, ``optimizations``,
+``nodePools``) so that the operator can hand a resource's spec to the Job nearly as it is; it does not
+import the operator's API types, so the Job image does not depend on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from optimodel_jobs import errors
+from optimodel_jobs.errors import OptimizeError
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SourceSpec(Spec):
+    """The model to optimize. ``torch``: ``uri`` is a state dict and ``factory`` makes the module;
+    ``torchscript``: a ``torch.jit.save`` file; ``exported_program``: a ``torch.export.save`` file."""
+
+    uri: str
+    format: Literal["onnx", "torch", "torchscript", "exported_program"] = "onnx"
+    factory: str | None = None
+    factory_kwargs: dict[str, Any] = Field(default_factory=dict)
+    input_names: list[str] | None = None
+    output_names: list[str] = Field(default_factory=lambda: ["logits"])
+
+    @model_validator(mode="after")
+    def _factory_for_torch(self) -> SourceSpec:
+        if self.format == "torch" and not self.factory:
+            raise ValueError("source.format 'torch' needs source.factory ('package.module:function')")
+        return self
+
+
+class DatasetSpec(Spec):
+    """A dataset file (.npz, .parquet, .csv) through any fsspec URI.
+
+    ``.npz``: one array per model input, named after it, plus the label array. Tables: the label
+    column plus feature columns (``columns`` maps input names to columns; by default every other
+    column feeds the model's only input, reshaped to its shape)."""
+
+    uri: str
+    samples: int | None = Field(default=None, gt=0)
+    label: str = "label"
+    columns: dict[str, list[str]] | None = None
+
+
+def _dataset(value: Any) -> Any:
+    return {"uri": value} if isinstance(value, str) else value
+
+
+class EvaluationSpec(Spec):
+    dataset: DatasetSpec
+    metric: str = "accuracy"
+    max_drop: float = Field(default=0.01, ge=0)
+    drop_type: Literal["relative", "absolute"] = "relative"
+    higher_is_better: bool | None = None
+    min_agreement: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_from_uri(cls, value: Any) -> Any:
+        return _dataset(value)
+
+
+class CalibrationSpec(Spec):
+    dataset: DatasetSpec | None = None
+    samples: int = Field(default=256, gt=0)
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(default=99.999, gt=90, le=100)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_from_uri(cls, value: Any) -> Any:
+        return _dataset(value)
+
+
+class FallbackSpec(Spec):
+    """Accuracy-aware fallback for static int8: keep the most sensitive nodes in float and retry."""
+
+    enabled: bool = True
+    max_rounds: int = Field(default=3, ge=0, le=20)
+    nodes_per_round: int = Field(default=2, ge=1, le=100)
+
+
+class QuantizeSpec(Spec):
+    mode: Literal["dynamic", "static"] = "dynamic"
+    calibration: CalibrationSpec | None = None
+    per_channel: bool | Literal["auto"] = "auto"
+    # "auto": 7-bit weights on CPUs without VNNI, where u8s8 products saturate (see quantize.py).
+    reduce_range: bool | Literal["auto"] = "auto"
+    op_types: list[str] | None = None
+    fallback: FallbackSpec = Field(default_factory=FallbackSpec)
+
+
+class ConvertSpec(Spec):
+    dtype: Literal["float16"] = "float16"
+    keep_io_types: bool = True
+
+
+class PruneSpec(Spec):
+    """Structured pruning: ``ratio`` of the hidden neurons / channels / FFN units removed;
+    ``heads_ratio`` of the attention heads (defaults to ``ratio``)."""
+
+    ratio: float = Field(default=0.5, gt=0, lt=1)
+    heads_ratio: float | None = Field(default=None, ge=0, lt=1)
+    fine_tune_epochs: int = Field(default=0, ge=0)
+    lr: float = Field(default=5e-4, gt=0)
+    temperature: float = Field(default=2.0, gt=0)
+
+
+class DistillSpec(Spec):
+    """A student made by ``studentFactory`` (default: the source's factory) with the source's kwargs
+    overridden by ``student``, trained on the teacher's soft labels at ``temperature``."""
+
+    student: dict[str, Any] = Field(default_factory=dict)
+    student_factory: str | None = None
+    teacher: SourceSpec | None = None
+    epochs: int = Field(default=3, ge=1)
+    temperature: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.0, ge=0, le=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+
+
+class VariantSpec(Spec):
+    """One variant. At most one of quantize / convert / prune / distill; none means "the source with
+    ONNX Runtime's graph optimizations baked in". ``from`` starts it from another variant (a chain)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    from_: str | None = Field(default=None, validation_alias=AliasChoices("from", "from_"), serialization_alias="from")
+    pool: str | None = None
+    quantize: QuantizeSpec | None = None
+    convert: ConvertSpec | None = None
+    prune: PruneSpec | None = None
+    distill: DistillSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VariantSpec:
+        chosen = [k for k in ("quantize", "convert", "prune", "distill") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"variant {self.name!r} sets {' and '.join(chosen)}; a variant does one thing (chain them with 'from')")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.quantize is not None:
+            return f"int8-{self.quantize.mode}"
+        if self.convert is not None:
+            return "fp16"
+        if self.prune is not None:
+            return "pruned"
+        if self.distill is not None:
+            return "distilled"
+        return "fp32-optimized"
+
+
+class LatencySpec(Spec):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
+    iterations: int = Field(default=100, gt=0)
+    warmup: int = Field(default=10, ge=0)
+    rounds: int = Field(default=5, gt=0)
+    cpu_limit: float | None = Field(default=None, gt=0)
+    measure_memory: bool = True
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(b < 1 for b in value):
+            raise ValueError("batchSizes must be a non-empty list of positive integers")
+        return value
+
+
+class PoolSpec(Spec):
+    name: str
+    provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    variant: str | None = None
+    cpu_limit: float | None = Field(default=None, gt=0)
+
+
+class OptimizeConfig(Spec):
+    name: str = Field(default="model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    task: Literal["classification", "regression"] = "classification"
+    source: SourceSpec
+    evaluation: EvaluationSpec
+    calibration: CalibrationSpec | None = None
+    training: DatasetSpec | None = None
+    variants: list[VariantSpec] = Field(
+        default_factory=list, validation_alias=AliasChoices("variants", "optimizations")
+    )
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+    pools: list[PoolSpec] = Field(
+        default_factory=lambda: [PoolSpec(name="cpu")], validation_alias=AliasChoices("pools", "nodePools", "node_pools")
+    )
+    store: str = "./optimodel-store"
+    work_dir: str | None = None
+    report: str | None = None
+    seed: int = 0
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _dataset_from_uri(cls, value: Any) -> Any:
+        return _dataset(value)
+
+    @model_validator(mode="after")
+    def _references(self) -> OptimizeConfig:
+        names = [v.name for v in self.variants]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
+        if "source" in names:
+            raise ValueError("'source' is reserved for the source model; rename that variant")
+        pool_names = {p.name for p in self.pools}
+        for variant in self.variants:
+            if variant.pool is not None and variant.pool not in pool_names:
+                raise ValueError(f"variant {variant.name!r} names pool {variant.pool!r}, which is not in pools")
+        for pool in self.pools:
+            if pool.variant is not None and pool.variant not in names:
+                raise ValueError(f"pool {pool.name!r} names variant {pool.variant!r}, which is not in variants")
+        return self
+
+    def spec_hash(self) -> str:
+        """A stable hash of what was asked for (lineage); key order and defaults do not change it."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"work_dir", "report"}), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_config(raw: dict[str, Any]) -> OptimizeConfig:
+    """Validate a config dict; problems become one readable OptimizeError naming the fields."""
+    try:
+        return OptimizeConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in issue['loc']) or '(root)'}: {issue['msg']}" for issue in error.errors()
+        )
+        raise OptimizeError(errors.CONFIG_INVALID, f"invalid optimize config: {problems}") from None
+
+
+def load_config(text_or_path: str) -> OptimizeConfig:
+    """Read a config from inline JSON, or a .json / .yaml file path."""
+    stripped = text_or_path.strip()
+    if stripped.startswith("{"):
+        try:
+            return parse_config(json.loads(stripped))
+        except json.JSONDecodeError as error:
+            raise OptimizeError(errors.CONFIG_INVALID, f"config is not valid JSON: {error}") from None
+    path = Path(text_or_path)
+    if not path.is_file():
+        raise OptimizeError(errors.CONFIG_INVALID, f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+    except Exception as error:  # noqa: BLE001 - any parse failure is the same problem for the user
+        raise OptimizeError(errors.CONFIG_INVALID, f"config file {path} cannot be parsed: {error}") from None
+    if not isinstance(raw, dict):
+        raise OptimizeError(errors.CONFIG_INVALID, f"config file {path} must hold a mapping at the top level")
+    return parse_config(raw)

@@ -1,0 +1,209 @@
+"""Datasets (.npz / .parquet / .csv through fsspec) bound to a model's inputs, with clear refusals.
+
+Reading (I/O) and binding (pure checks against the model's input specs) are separate steps, so that a
+torch source can take its input names from the data before it is exported.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+
+from optimodel_jobs import errors
+from optimodel_jobs.artifacts import TensorSpec
+from optimodel_jobs.config import DatasetSpec
+from optimodel_jobs.errors import OptimizeError
+
+_LABEL_FALLBACKS = ("label", "labels", "y", "target")
+
+
+@dataclass
+class RawTable:
+    """Arrays (npz) or columns (tables) as read, before they are matched to a model."""
+
+    uri: str
+    arrays: dict[str, np.ndarray]
+    tabular: bool
+
+
+@dataclass
+class Dataset:
+    uri: str
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, count: int | None) -> Dataset:
+        if count is None or count >= len(self):
+            return self
+        return Dataset(
+            self.uri,
+            {k: v[:count] for k, v in self.inputs.items()},
+            None if self.labels is None else self.labels[:count],
+        )
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(self), batch_size):
+            yield {k: v[start : start + batch_size] for k, v in self.inputs.items()}
+
+
+def read_table(uri: str) -> RawTable:
+    """Read a dataset file; unknown formats and unreadable files raise OptimizeError."""
+    suffix = uri.rsplit("?", 1)[0].lower()
+    if not suffix.endswith((".npz", ".parquet", ".csv")):
+        raise OptimizeError(
+            errors.DATASET_FORMAT_UNKNOWN, f"dataset {uri}: unknown format; use .npz, .parquet or .csv"
+        )
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            payload = handle.read()
+    except FileNotFoundError:
+        raise OptimizeError(errors.DATASET_UNREADABLE, f"dataset {uri} does not exist") from None
+    except Exception as error:  # noqa: BLE001 - the protocol's own errors vary (s3, gcs, http...)
+        raise OptimizeError(errors.DATASET_UNREADABLE, f"dataset {uri} cannot be read: {error}") from None
+    try:
+        if suffix.endswith(".npz"):
+            with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+                return RawTable(uri, {key: archive[key] for key in archive.files}, tabular=False)
+        import pandas as pd
+
+        frame = pd.read_parquet(io.BytesIO(payload)) if suffix.endswith(".parquet") else pd.read_csv(io.BytesIO(payload))
+    except Exception as error:  # noqa: BLE001 - corrupt files fail in many ways; the message keeps the cause
+        raise OptimizeError(errors.DATASET_UNREADABLE, f"dataset {uri} is corrupt or truncated: {error}") from None
+    arrays: dict[str, np.ndarray] = {}
+    for column in frame.columns:
+        values = frame[column].to_numpy()
+        if values.dtype == object and len(values) and isinstance(values[0], (list, np.ndarray)):
+            values = np.stack([np.asarray(v) for v in values])  # parquet list columns hold whole tensors
+        arrays[str(column)] = values
+    return RawTable(uri, arrays, tabular=True)
+
+
+def label_key(raw: RawTable, label: str) -> str | None:
+    if label in raw.arrays:
+        return label
+    if label == "label":
+        return next((key for key in _LABEL_FALLBACKS if key in raw.arrays), None)
+    return None
+
+
+def feature_names(raw: RawTable, spec: DatasetSpec) -> list[str]:
+    """The input names a dataset provides (used to export a torch source with matching names)."""
+    label = label_key(raw, spec.label)
+    if raw.tabular:
+        return list(spec.columns) if spec.columns else ["x"]
+    return [key for key in raw.arrays if key != label]
+
+
+def bind(
+    raw: RawTable, spec: DatasetSpec, model_inputs: Sequence[TensorSpec], need_labels: bool
+) -> Dataset:
+    """Match the data to the model's inputs: names, per-sample shapes and dtypes; refuse what won't fit."""
+    label = label_key(raw, spec.label)
+    if need_labels and label is None:
+        raise OptimizeError(
+            errors.LABELS_MISSING,
+            f"dataset {raw.uri} has no label {'column' if raw.tabular else 'array'} {spec.label!r} "
+            f"(found: {', '.join(raw.arrays) or 'nothing'}) and the metric needs labels",
+        )
+    inputs = _tabular_inputs(raw, spec, model_inputs, label) if raw.tabular else _npz_inputs(raw, model_inputs, label)
+    lengths = {name: len(array) for name, array in inputs.items()}
+    if label is not None:
+        lengths[label] = len(raw.arrays[label])
+    if len(set(lengths.values())) > 1:
+        raise OptimizeError(errors.SHAPE_MISMATCH, f"dataset {raw.uri}: arrays differ in length: {lengths}")
+    if not lengths or next(iter(lengths.values())) == 0:
+        raise OptimizeError(errors.DATASET_EMPTY, f"dataset {raw.uri} holds no samples")
+    bound = {tensor.name: _fit(raw.uri, tensor, inputs[tensor.name]) for tensor in model_inputs}
+    labels = None if label is None else np.asarray(raw.arrays[label])
+    return Dataset(raw.uri, bound, labels).take(spec.samples)
+
+
+def _npz_inputs(raw: RawTable, model_inputs: Sequence[TensorSpec], label: str | None) -> dict[str, np.ndarray]:
+    available = [key for key in raw.arrays if key != label]
+    wanted = [tensor.name for tensor in model_inputs]
+    missing = [name for name in wanted if name not in raw.arrays]
+    if missing and len(wanted) == 1 and len(available) == 1:
+        # One input, one array: the name does not matter.
+        return {wanted[0]: raw.arrays[available[0]]}
+    if missing:
+        raise OptimizeError(
+            errors.INPUT_MISMATCH,
+            f"dataset {raw.uri} lacks arrays for model inputs {missing}; it has {available or 'none'}",
+        )
+    return {name: raw.arrays[name] for name in wanted}
+
+
+def _tabular_inputs(
+    raw: RawTable, spec: DatasetSpec, model_inputs: Sequence[TensorSpec], label: str | None
+) -> dict[str, np.ndarray]:
+    mapping = spec.columns
+    if mapping is None:
+        if len(model_inputs) != 1:
+            raise OptimizeError(
+                errors.INPUT_MISMATCH,
+                f"dataset {raw.uri} is a table and the model has {len(model_inputs)} inputs; "
+                "say which columns feed which input with dataset.columns",
+            )
+        mapping = {model_inputs[0].name: [c for c in raw.arrays if c != label]}
+    unknown_inputs = sorted(set(mapping) - {t.name for t in model_inputs})
+    if unknown_inputs:
+        raise OptimizeError(errors.INPUT_MISMATCH, f"dataset.columns names {unknown_inputs}, which the model does not take")
+    result: dict[str, np.ndarray] = {}
+    for name, columns in mapping.items():
+        missing = [c for c in columns if c not in raw.arrays]
+        if missing:
+            raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} has no columns {missing} for input {name!r}")
+        if not columns:
+            raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} has no feature columns for input {name!r}")
+        parts = [raw.arrays[c].reshape(len(raw.arrays[c]), -1) for c in columns]
+        result[name] = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    for tensor in model_inputs:
+        if tensor.name not in result:
+            raise OptimizeError(errors.INPUT_MISMATCH, f"no columns of {raw.uri} feed model input {tensor.name!r}")
+    return result
+
+
+def _fit(uri: str, tensor: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """Reshape (when the element count matches) and cast one input to the model's shape and dtype."""
+    sample_shape = tensor.shape[1:]
+    array = np.asarray(array)
+    if array.ndim == 1 and len(sample_shape) >= 1:
+        array = array.reshape(-1, 1)
+    if all(d is not None for d in sample_shape) and tuple(array.shape[1:]) != tuple(sample_shape):
+        expected = int(np.prod(sample_shape)) if sample_shape else 1
+        if int(np.prod(array.shape[1:])) != expected:
+            raise OptimizeError(
+                errors.SHAPE_MISMATCH,
+                f"dataset {uri}: input {tensor.name!r} has samples of shape {list(array.shape[1:])}, "
+                f"the model expects {sample_shape}",
+            )
+        array = array.reshape((len(array), *sample_shape))
+    elif len(array.shape) - 1 != len(sample_shape):
+        raise OptimizeError(
+            errors.SHAPE_MISMATCH,
+            f"dataset {uri}: input {tensor.name!r} has rank {array.ndim}, the model expects rank {len(tensor.shape)}",
+        )
+    for axis, (have, want) in enumerate(zip(array.shape[1:], sample_shape, strict=True), start=1):
+        if want is not None and have != want:
+            raise OptimizeError(
+                errors.SHAPE_MISMATCH, f"dataset {uri}: input {tensor.name!r} axis {axis} is {have}, model expects {want}"
+            )
+    dtype = np.dtype(tensor.dtype)
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise OptimizeError(
+                errors.SHAPE_MISMATCH, f"dataset {uri}: input {tensor.name!r} must hold integers ({tensor.dtype})"
+            )
+    try:
+        return np.ascontiguousarray(array.astype(dtype, copy=False))
+    except (TypeError, ValueError) as error:
+        raise OptimizeError(
+            errors.SHAPE_MISMATCH, f"dataset {uri}: input {tensor.name!r} cannot be cast to {tensor.dtype}: {error}"
+        ) from None

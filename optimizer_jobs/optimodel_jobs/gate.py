@@ -1,0 +1,142 @@
+"""Metrics and the accuracy gate: pure functions over predictions, no I/O.
+
+The gate compares a variant with the source on the same held-out data: the metric's drop (relative
+to the source's value, or absolute), in the metric's own direction, and how often the variant's
+predictions agree with the source's. A variant that misses is never deployable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from optimodel_jobs import errors
+from optimodel_jobs.artifacts import GateVerdict
+from optimodel_jobs.config import EvaluationSpec
+from optimodel_jobs.errors import OptimizeError
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    needs_labels: bool
+    tasks: tuple[str, ...]
+    compute: Callable[[np.ndarray, np.ndarray | None, np.ndarray], float]  # (outputs, labels, source outputs)
+
+
+def _predicted_classes(outputs: np.ndarray) -> np.ndarray:
+    outputs = np.asarray(outputs)
+    if outputs.ndim == 1:
+        return (outputs > 0.5).astype(np.int64) if outputs.dtype.kind == "f" else outputs.astype(np.int64)
+    if outputs.shape[-1] == 1:
+        return (outputs[..., 0] > 0).astype(np.int64)  # a single logit
+    return np.argmax(outputs, axis=-1)
+
+
+def _accuracy(outputs: np.ndarray, labels: np.ndarray | None, _source: np.ndarray) -> float:
+    assert labels is not None
+    return float(np.mean(_predicted_classes(outputs) == labels.reshape(-1)))
+
+
+def _f1_macro(outputs: np.ndarray, labels: np.ndarray | None, _source: np.ndarray) -> float:
+    assert labels is not None
+    predicted, truth = _predicted_classes(outputs), labels.reshape(-1)
+    scores = []
+    for cls in np.unique(np.concatenate([predicted, truth])):
+        tp = np.sum((predicted == cls) & (truth == cls))
+        fp = np.sum((predicted == cls) & (truth != cls))
+        fn = np.sum((predicted != cls) & (truth == cls))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def _regression_values(outputs: np.ndarray) -> np.ndarray:
+    return np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+
+
+def _mse(outputs: np.ndarray, labels: np.ndarray | None, _source: np.ndarray) -> float:
+    assert labels is not None
+    return float(np.mean((_regression_values(outputs) - np.asarray(labels, np.float64).reshape(len(outputs), -1)) ** 2))
+
+
+def _mae(outputs: np.ndarray, labels: np.ndarray | None, _source: np.ndarray) -> float:
+    assert labels is not None
+    return float(np.mean(np.abs(_regression_values(outputs) - np.asarray(labels, np.float64).reshape(len(outputs), -1))))
+
+
+def _rmse(outputs: np.ndarray, labels: np.ndarray | None, source: np.ndarray) -> float:
+    return float(np.sqrt(_mse(outputs, labels, source)))
+
+
+def agreement(outputs: np.ndarray, source_outputs: np.ndarray, task: str) -> float:
+    """Classification: share of samples with the source's predicted class. Regression: R^2 of the
+    variant's predictions against the source's (1 = identical)."""
+    if task == "classification":
+        return float(np.mean(_predicted_classes(outputs) == _predicted_classes(source_outputs)))
+    mine, theirs = _regression_values(outputs), _regression_values(source_outputs)
+    spread = float(np.sum((theirs - theirs.mean(axis=0)) ** 2))
+    residual = float(np.sum((mine - theirs) ** 2))
+    return 1.0 if spread == 0 and residual == 0 else 1.0 - residual / max(spread, 1e-12)
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy", True, True, ("classification",), _accuracy),
+    "f1_macro": Metric("f1_macro", True, True, ("classification",), _f1_macro),
+    "mse": Metric("mse", False, True, ("regression",), _mse),
+    "mae": Metric("mae", False, True, ("regression",), _mae),
+    "rmse": Metric("rmse", False, True, ("regression",), _rmse),
+    # Without labels, agreement with the source is the metric (the source scores 1.0).
+    "agreement": Metric("agreement", True, False, ("classification", "regression"), lambda o, _l, s: 0.0),
+}
+
+
+def metric_for(name: str, task: str) -> Metric:
+    metric = METRICS.get(name)
+    if metric is None:
+        raise OptimizeError(errors.UNKNOWN_METRIC, f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
+    if task not in metric.tasks:
+        raise OptimizeError(errors.UNKNOWN_METRIC, f"metric {name!r} does not apply to a {task} task")
+    return metric
+
+
+def score(metric: Metric, outputs: np.ndarray, labels: np.ndarray | None, source_outputs: np.ndarray, task: str) -> float:
+    if metric.name == "agreement":
+        return agreement(outputs, source_outputs, task)
+    return metric.compute(outputs, labels, source_outputs)
+
+
+def metric_drop(source_value: float, variant_value: float, higher_is_better: bool, drop_type: str) -> float:
+    """How much worse the variant is, in the metric's direction (negative = better than the source)."""
+    worse_by = (source_value - variant_value) if higher_is_better else (variant_value - source_value)
+    if drop_type == "absolute":
+        return worse_by
+    return worse_by / abs(source_value) if source_value != 0 else worse_by
+
+
+def decide(
+    evaluation: EvaluationSpec,
+    metric: Metric,
+    source_value: float,
+    variant_value: float,
+    agreement_value: float,
+    outputs_finite: bool = True,
+) -> GateVerdict:
+    """The gate's verdict for one variant."""
+    if not outputs_finite:
+        return GateVerdict(passed=False, reason="the variant produced NaN or infinite outputs", deployable=False)
+    higher = metric.higher_is_better if evaluation.higher_is_better is None else evaluation.higher_is_better
+    drop = metric_drop(source_value, variant_value, higher, evaluation.drop_type)
+    unit = "relative" if evaluation.drop_type == "relative" else "absolute"
+    described = f"{metric.name} {variant_value:.4f} vs source {source_value:.4f}: {unit} drop {drop:+.4f}"
+    if drop > evaluation.max_drop + 1e-12:
+        return GateVerdict(passed=False, reason=f"{described} exceeds maxDrop {evaluation.max_drop}", deployable=False)
+    if evaluation.min_agreement is not None and agreement_value < evaluation.min_agreement:
+        return GateVerdict(
+            passed=False,
+            reason=f"agreement with the source {agreement_value:.4f} is below minAgreement {evaluation.min_agreement}",
+            deployable=False,
+        )
+    return GateVerdict(passed=True, reason=f"{described} within maxDrop {evaluation.max_drop}", deployable=True)

@@ -1,0 +1,127 @@
+"""Step: latency on the target provider, variants interleaved, warm-up excluded; size and peak memory.
+
+Interleaving: every round runs a block of calls on each model in turn (in an order rotated each
+round), so that a noisy neighbour or a thermal change hurts all variants alike instead of whichever
+happened to run during it. Warm-up calls are made before the first round and never recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optimodel_jobs.runtime import make_session
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    batch_size: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_per_s: float
+    samples: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def summarize(batch_size: int, timings_s: list[float]) -> LatencyStats:
+    """Pure: percentiles (ms) and throughput (samples/s) from per-call timings."""
+    values = np.asarray(timings_s, dtype=np.float64) * 1000.0
+    mean = float(values.mean())
+    return LatencyStats(
+        batch_size=batch_size,
+        p50_ms=float(np.percentile(values, 50)),
+        p90_ms=float(np.percentile(values, 90)),
+        p99_ms=float(np.percentile(values, 99)),
+        mean_ms=mean,
+        throughput_per_s=batch_size * 1000.0 / mean,
+        samples=len(values),
+    )
+
+
+def batch_of(inputs: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """The first ``batch_size`` samples, repeated if the data holds fewer."""
+    result = {}
+    for name, array in inputs.items():
+        reps = -(-batch_size // len(array))
+        result[name] = np.ascontiguousarray(np.concatenate([array] * reps)[:batch_size])
+    return result
+
+
+def measure_interleaved(
+    models: Mapping[str, Path],
+    inputs: Mapping[str, np.ndarray],
+    batch_sizes: list[int],
+    providers: list[str],
+    threads: int,
+    iterations: int,
+    warmup: int,
+    rounds: int,
+) -> dict[str, dict[int, LatencyStats]]:
+    """{model name: {batch size: stats}}; ``iterations`` recorded calls per model and batch size."""
+    sessions = {name: make_session(path, providers, threads) for name, path in models.items()}
+    input_names = {name: [i.name for i in s.get_inputs()] for name, s in sessions.items()}  # type: ignore[attr-defined]
+    results: dict[str, dict[int, LatencyStats]] = {name: {} for name in models}
+    per_round = max(1, iterations // rounds)
+    order = list(models)
+    for batch_size in batch_sizes:
+        feed = batch_of(inputs, batch_size)
+        feeds = {name: {n: feed[n] for n in input_names[name]} for name in models}
+        for name in order:
+            for _ in range(warmup):
+                sessions[name].run(None, feeds[name])  # type: ignore[attr-defined]
+        timings: dict[str, list[float]] = {name: [] for name in models}
+        for round_index in range(rounds):
+            rotation = order[round_index % len(order) :] + order[: round_index % len(order)]
+            for name in rotation:
+                session, fed = sessions[name], feeds[name]
+                for _ in range(per_round):
+                    started = time.perf_counter()
+                    session.run(None, fed)  # type: ignore[attr-defined]
+                    timings[name].append(time.perf_counter() - started)
+        for name in models:
+            results[name][batch_size] = summarize(batch_size, timings[name])
+    return results
+
+
+_MEMORY_PROBE = r"""
+import json, resource, sys
+import numpy as np, onnxruntime as ort
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+options = ort.SessionOptions(); options.intra_op_num_threads = int(sys.argv[2]); options.log_severity_level = 3
+session = ort.InferenceSession(sys.argv[1], options, providers=json.loads(sys.argv[3]))
+data = np.load(sys.argv[4])
+feed = {i.name: data[i.name] for i in session.get_inputs()}
+for _ in range(3):
+    session.run(None, feed)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_kib": after - before}))
+"""
+
+
+def peak_memory_mb(model: Path, batch: Mapping[str, np.ndarray], providers: list[str], threads: int, scratch: Path) -> float:
+    """Peak resident memory the model adds to a fresh process (load + 3 runs at the largest batch), MiB.
+
+    A child process is the only honest way: ONNX Runtime's arenas are native memory that an in-process
+    measurement would attribute to whichever model happened to grow them first.
+    """
+    feed_path = scratch / f"memory-feed-{model.stem}.npz"
+    np.savez(feed_path, **batch)
+    completed = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(model), str(threads), json.dumps(providers), str(feed_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])["peak_kib"] / 1024.0

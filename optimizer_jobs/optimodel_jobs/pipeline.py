@@ -1,0 +1,683 @@
+"""The optimization Job: source -> variants -> gate -> latency -> drift profile -> artifacts -> report.
+
+Each step is a function in its own module (file in, file out, a config object); this module only
+orders them, keeps going when one variant fails (its reason is recorded), and reports progress.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from optimodel_jobs import errors, graphopt
+from optimodel_jobs.artifacts import (
+    ArtifactManifest,
+    DriftReference,
+    GateVerdict,
+    Lineage,
+    TensorSpec,
+    _atomic_put_bytes,
+    write_artifact,
+)
+from optimodel_jobs.config import CalibrationSpec, DatasetSpec, OptimizeConfig, PoolSpec, VariantSpec
+from optimodel_jobs.datasets import Dataset, RawTable, bind, feature_names, read_table
+from optimodel_jobs.errors import OptimizeError
+from optimodel_jobs.gate import Metric, agreement, decide, metric_drop, metric_for, score
+from optimodel_jobs.latency import LatencyStats, batch_of, measure_interleaved, peak_memory_mb
+from optimodel_jobs.runtime import ProviderChoice, choose_providers, cpu_limit_from_environment, predict, threads_for
+from optimodel_jobs.source import Source, fetch, load_source, load_torch_module
+
+
+class Progress(Protocol):
+    def start(self, step: str) -> None: ...
+    def finish(self, step: str, summary: str, seconds: float) -> None: ...
+    def fail(self, step: str, message: str, seconds: float) -> None: ...
+
+
+class SilentProgress:
+    def start(self, step: str) -> None:
+        pass
+
+    def finish(self, step: str, summary: str, seconds: float) -> None:
+        pass
+
+    def fail(self, step: str, message: str, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class VariantOutcome:
+    name: str
+    kind: str
+    parent: str | None
+    provider: ProviderChoice
+    pool: str | None = None
+    path: Path | None = None  # the artifact (graph optimizations baked in)
+    raw_path: Path | None = None  # before baking: what a chained variant starts from
+    module: Any | None = None  # the torch module, when the variant has one (chains of prune/distill)
+    metric: float | None = None
+    drop: float | None = None
+    agreement: float | None = None
+    gate: GateVerdict | None = None
+    latency: dict[int, LatencyStats] = field(default_factory=dict)
+    size_bytes: int | None = None
+    parameters: int | None = None
+    peak_memory_mb: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    error: OptimizeError | None = None
+    manifest_uri: str | None = None
+    build_seconds: float = 0.0
+    outputs: np.ndarray | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "from": self.parent,
+            "pool": self.pool,
+            "provider_requested": self.provider.requested,
+            "provider_used": self.provider.effective,
+            "provider_fallback": self.provider.fallback,
+            "metric": self.metric,
+            "drop": self.drop,
+            "agreement": self.agreement,
+            "gate": self.gate.model_dump() if self.gate else None,
+            "latency": {str(b): s.as_dict() for b, s in self.latency.items()},
+            "size_bytes": self.size_bytes,
+            "parameters": self.parameters,
+            "peak_memory_mb": None if self.peak_memory_mb is None else round(self.peak_memory_mb, 2),
+            "details": self.details,
+            "error": self.error.as_dict() if self.error else None,
+            "manifest_uri": self.manifest_uri,
+            "build_seconds": round(self.build_seconds, 2),
+        }
+
+
+@dataclass
+class RunResult:
+    config: OptimizeConfig
+    metric: Metric
+    source: VariantOutcome
+    variants: list[VariantOutcome]
+    chosen: dict[str, str | None]
+    work_dir: Path
+    result_uri: str | None = None
+    report_path: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "spec_hash": self.config.spec_hash(),
+            "metric": self.metric.name,
+            "source": self.source.summary(),
+            "variants": [v.summary() for v in self.variants],
+            "chosen": self.chosen,
+            "result_uri": self.result_uri,
+            "report": str(self.report_path) if self.report_path else None,
+        }
+
+
+def onnx_parameter_count(path: Path) -> int:
+    """Elements in the model's initializers (weights), whatever their dtype."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return int(sum(int(np.prod(init.dims)) if init.dims else 1 for init in model.graph.initializer))
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        ours = version("optimodel")
+    except Exception:  # noqa: BLE001 - a source checkout without metadata
+        ours = "unknown"
+    return {
+        "optimodel": ours,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def order_variants(variants: list[VariantSpec]) -> list[VariantSpec]:
+    """Parents before children; an unknown parent or a cycle is a config error."""
+    by_name = {v.name: v for v in variants}
+    ordered: list[VariantSpec] = []
+    state: dict[str, str] = {}
+
+    def visit(variant: VariantSpec, path: list[str]) -> None:
+        if state.get(variant.name) == "done":
+            return
+        if state.get(variant.name) == "visiting":
+            raise OptimizeError(errors.VARIANT_PARENT_UNKNOWN, f"variants form a cycle: {' -> '.join([*path, variant.name])}")
+        state[variant.name] = "visiting"
+        if variant.from_ is not None:
+            if variant.from_ not in by_name:
+                raise OptimizeError(
+                    errors.VARIANT_PARENT_UNKNOWN,
+                    f"variant {variant.name!r} starts from {variant.from_!r}, which is not a variant "
+                    f"(known: {', '.join(by_name) or 'none'})",
+                )
+            visit(by_name[variant.from_], [*path, variant.name])
+        state[variant.name] = "done"
+        ordered.append(variant)
+
+    for variant in variants:
+        visit(variant, [])
+    return ordered
+
+
+def pool_for(config: OptimizeConfig, variant: VariantSpec) -> PoolSpec:
+    """The pool a variant is meant for: named, else the first GPU pool for fp16, else the first pool."""
+    pools = {p.name: p for p in config.pools}
+    if variant.pool:
+        return pools[variant.pool]
+    named = [p for p in config.pools if p.variant == variant.name]
+    if named:
+        return named[0]
+    if variant.convert is not None:
+        gpu = [p for p in config.pools if p.provider != "cpu"]
+        if gpu:
+            return gpu[0]
+        return PoolSpec(name="gpu", provider="cuda")
+    cpu = [p for p in config.pools if p.provider == "cpu"]
+    return cpu[0] if cpu else config.pools[0]
+
+
+def choose_for_pools(config: OptimizeConfig, outcomes: list[VariantOutcome], batch_size: int) -> dict[str, str | None]:
+    """Pure: per pool, the variant it names if that one is deployable, else the fastest deployable variant
+    meant for a pool of that provider (p50 at ``batch_size``), else None (nothing passed the gate)."""
+    chosen: dict[str, str | None] = {}
+    deployable = [o for o in outcomes if o.gate is not None and o.gate.deployable and batch_size in o.latency]
+    for pool in config.pools:
+        named = [o for o in deployable if o.name == pool.variant]
+        if named:
+            chosen[pool.name] = named[0].name
+            continue
+        fitting = [o for o in deployable if o.provider.requested == pool.provider] or (
+            deployable if pool.provider == "cpu" else []
+        )
+        fitting = [o for o in fitting if o.provider.requested == "cpu"] if pool.provider == "cpu" else fitting
+        best = min(fitting, key=lambda o: o.latency[batch_size].p50_ms, default=None)
+        chosen[pool.name] = best.name if best else None
+    return chosen
+
+
+class Pipeline:
+    def __init__(self, config: OptimizeConfig, progress: Progress | None = None) -> None:
+        self.config = config
+        self.progress = progress or SilentProgress()
+        self.work_dir = Path(config.work_dir) if config.work_dir else Path(tempfile.mkdtemp(prefix="optimodel-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.has_vnni: bool | None = None
+        self._source_ref: VariantOutcome | None = None
+
+    @contextmanager
+    def step(self, name: str, summary: Callable[[], str] | None = None) -> Iterator[None]:
+        self.progress.start(name)
+        started = time.perf_counter()
+        try:
+            yield
+        except OptimizeError as error:
+            self.progress.fail(name, str(error), time.perf_counter() - started)
+            raise
+        self.progress.finish(name, summary() if summary else "", time.perf_counter() - started)
+
+    # ----------------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        config = self.config
+        metric = metric_for(config.evaluation.metric, config.task)
+        from optimodel_jobs.quantize import cpu_has_vnni
+
+        self.has_vnni = cpu_has_vnni()
+        with self.step("read datasets"):
+            raw_eval = read_table(config.evaluation.dataset.uri)
+            calibration_spec = config.calibration or CalibrationSpec()
+            raw_calibration = read_table(calibration_spec.dataset.uri) if calibration_spec.dataset else None
+            raw_training = read_table(config.training.uri) if config.training else None
+
+        source: Source | None = None
+
+        def source_summary() -> str:
+            assert source is not None
+            shapes = ", ".join(f"{t.name}{t.shape}:{t.dtype}" for t in source.inputs)
+            return f"{config.source.format} -> ONNX, inputs {shapes}"
+
+        with self.step("load source", source_summary):
+            example = self._example_inputs(raw_eval, config.evaluation.dataset)
+            source = load_source(config.source, self.work_dir, example)
+        with self.step("bind datasets"):
+            evaluation = bind(raw_eval, config.evaluation.dataset, source.inputs, need_labels=metric.needs_labels)
+            calibration_data = self._secondary(raw_calibration, calibration_spec.dataset, raw_training, source, evaluation)
+            training_data = self._training(raw_training, raw_calibration, calibration_spec.dataset, source, evaluation)
+        threads_default = threads_for(config.latency.cpu_limit or cpu_limit_from_environment())
+
+        source_outcome = VariantOutcome(
+            name="source", kind="fp32-source", parent=None, provider=choose_providers("cpu"),
+            path=source.onnx_path, raw_path=source.onnx_path, module=source.module,
+        )
+        with self.step("evaluate source", lambda: f"{metric.name} = {source_outcome.metric:.4f} on {len(evaluation)} samples"):
+            source_outcome.outputs = predict(source.onnx_path, evaluation, threads_default)
+            source_outcome.metric = score(metric, source_outcome.outputs, evaluation.labels, source_outcome.outputs, config.task)
+            source_outcome.agreement = 1.0
+            source_outcome.size_bytes = source.onnx_path.stat().st_size
+            source_outcome.parameters = onnx_parameter_count(source.onnx_path)
+        self._source_ref = source_outcome
+
+        outcomes: dict[str, VariantOutcome] = {"source": source_outcome}
+        for variant in order_variants(config.variants):
+            parent = outcomes[variant.from_ or "source"]
+            pool = pool_for(config, variant)
+            outcome = VariantOutcome(
+                name=variant.name, kind=variant.kind, parent=variant.from_, provider=choose_providers(pool.provider), pool=pool.name
+            )
+            outcomes[variant.name] = outcome
+            started = time.perf_counter()
+            self.progress.start(f"variant {variant.name} ({variant.kind})")
+            try:
+                if parent.path is None:
+                    raise OptimizeError(errors.VARIANT_FAILED, f"its parent {parent.name!r} failed: {parent.error}")
+                self._build(variant, outcome, parent, pool, source, evaluation, calibration_data, training_data, metric)
+                self._evaluate(outcome, metric, evaluation, source_outcome, threads_default)
+                outcome.build_seconds = time.perf_counter() - started
+                assert outcome.gate is not None
+                verdict = "PASS" if outcome.gate.passed else "FAIL"
+                self.progress.finish(
+                    f"variant {variant.name} ({variant.kind})",
+                    f"{verdict}: {outcome.gate.reason}",
+                    outcome.build_seconds,
+                )
+            except Exception as error:  # noqa: BLE001 - one failed variant must not sink the others
+                problem = error if isinstance(error, OptimizeError) else OptimizeError(
+                    errors.VARIANT_FAILED, f"variant {variant.name!r} failed: {type(error).__name__}: {error}"
+                )
+                outcome.error = problem
+                outcome.path = None
+                outcome.gate = GateVerdict(passed=False, reason=problem.message, deployable=False)
+                outcome.build_seconds = time.perf_counter() - started
+                self.progress.fail(f"variant {variant.name} ({variant.kind})", problem.message, outcome.build_seconds)
+
+        built = [o for name, o in outcomes.items() if name != "source" and o.path is not None]
+        with self.step("latency", lambda: self._latency_summary(source_outcome, built)):
+            self._measure_latency(source_outcome, built, evaluation)
+        if config.latency.measure_memory:
+            with self.step("peak memory"):
+                biggest = max(config.latency.batch_sizes)
+                feed = batch_of(evaluation.inputs, biggest)
+                for outcome in [source_outcome, *built]:
+                    assert outcome.path is not None
+                    outcome.peak_memory_mb = peak_memory_mb(
+                        outcome.path, feed, outcome.provider.providers, threads_default, self.work_dir
+                    )
+        with self.step("drift reference"):
+            references = {
+                o.name: self._drift(evaluation, o.outputs if o.outputs is not None else source_outcome.outputs)
+                for o in built
+            }
+        variants = [o for name, o in outcomes.items() if name != "source"]
+        chosen = choose_for_pools(config, variants, min(config.latency.batch_sizes))
+        result = RunResult(config, metric, source_outcome, variants, chosen, self.work_dir)
+        with self.step("write artifacts", lambda: f"{len(built)} artifacts in {config.store}"):
+            self._write_artifacts(result, source, built, references)
+        with self.step("report"):
+            from optimodel_jobs.report import write_report
+
+            target = Path(config.report) if config.report else self.work_dir / "report.html"
+            result.report_path = write_report(result, target)
+            self._write_result(result)
+        return result
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _example_inputs(self, raw: RawTable, spec: DatasetSpec) -> dict[str, np.ndarray] | None:
+        if self.config.source.format == "onnx":
+            return None
+        names = self.config.source.input_names or feature_names(raw, spec)
+        if raw.tabular:
+            columns = [c for c in raw.arrays if c != spec.label]
+            stacked = np.stack([raw.arrays[c] for c in columns], axis=1).astype(np.float32)
+            return {names[0]: stacked[:2]}
+        missing = [n for n in names if n not in raw.arrays]
+        if missing:
+            raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} lacks arrays {missing} named by source.inputNames")
+        examples = {}
+        for name in names:
+            array = raw.arrays[name]
+            if array.dtype == np.float64:
+                array = array.astype(np.float32)
+            examples[name] = array[:2]
+        return examples
+
+    def _secondary(
+        self, raw: RawTable | None, spec: DatasetSpec | None, raw_training: RawTable | None, source: Source, evaluation: Dataset
+    ) -> Dataset:
+        if raw is not None and spec is not None:
+            return bind(raw, spec, source.inputs, need_labels=False)
+        if raw_training is not None and self.config.training is not None:
+            return bind(raw_training, self.config.training, source.inputs, need_labels=False)
+        # Calibrating on the evaluation data would flatter static int8; it is the last resort and recorded.
+        return evaluation
+
+    def _training(
+        self, raw_training: RawTable | None, raw_calibration: RawTable | None, calibration_spec: DatasetSpec | None,
+        source: Source, evaluation: Dataset,
+    ) -> Dataset:
+        if raw_training is not None and self.config.training is not None:
+            return bind(raw_training, self.config.training, source.inputs, need_labels=False)
+        if raw_calibration is not None and calibration_spec is not None:
+            return bind(raw_calibration, calibration_spec, source.inputs, need_labels=False)
+        return evaluation
+
+    def _variant_dir(self, name: str) -> Path:
+        path = self.work_dir / "variants" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _build(
+        self, variant: VariantSpec, outcome: VariantOutcome, parent: VariantOutcome, pool: PoolSpec, source: Source,
+        evaluation: Dataset, calibration: Dataset, training: Dataset, metric: Metric,
+    ) -> None:
+        work = self._variant_dir(variant.name)
+        level = graphopt.level_for(pool.provider)
+        assert parent.raw_path is not None
+        start_from = parent.raw_path
+        threads = threads_for(pool.cpu_limit or self.config.latency.cpu_limit or cpu_limit_from_environment())
+        if variant.quantize is not None and variant.quantize.mode == "dynamic":
+            from optimodel_jobs.quantize import quantize_dynamic
+
+            raw = work / "dynamic.onnx"
+            outcome.details = quantize_dynamic(start_from, raw, variant.quantize, bool(self.has_vnni))
+            outcome.raw_path, outcome.path = raw, graphopt.bake(raw, work / "model.onnx", level)
+        elif variant.quantize is not None:
+            from optimodel_jobs.quantize import quantize_static_with_fallback
+
+            calibration_spec = variant.quantize.calibration or self.config.calibration or CalibrationSpec()
+            data = calibration
+            if variant.quantize.calibration is not None and variant.quantize.calibration.dataset is not None:
+                data = bind(read_table(variant.quantize.calibration.dataset.uri), variant.quantize.calibration.dataset,
+                            source.inputs, need_labels=False)
+
+            def judge(candidate: Path) -> tuple[bool, str, float]:
+                probe = VariantOutcome(variant.name, variant.kind, None, outcome.provider, path=candidate)
+                self._evaluate(probe, metric, evaluation, self._source_ref, threads)
+                assert probe.gate is not None and probe.metric is not None
+                return probe.gate.passed, probe.gate.reason, probe.metric
+
+            outcome_fb = quantize_static_with_fallback(
+                start_from, work, variant.quantize, calibration_spec, data, bool(self.has_vnni), threads,
+                finish=lambda qdq, out: graphopt.bake(qdq, out, level), judge=judge,
+            )
+            outcome.details = outcome_fb.details
+            if data is evaluation:
+                outcome.details["calibration_data"] = "evaluation data (no calibration or training dataset given)"
+            outcome.raw_path = work / f"qdq-{outcome_fb.details['fallback']['rounds']}.onnx"
+            outcome.path = outcome_fb.path
+        elif variant.convert is not None:
+            from optimodel_jobs.fp16 import convert
+
+            raw = work / "fp16.onnx"
+            outcome.details = convert(start_from, raw, variant.convert)
+            outcome.raw_path, outcome.path = raw, graphopt.bake(raw, work / "model.onnx", "basic")
+        elif variant.prune is not None or variant.distill is not None:
+            self._build_torch(variant, outcome, parent, source, evaluation, training, work, level)
+        else:
+            outcome.raw_path = start_from
+            outcome.path = graphopt.bake(start_from, work / "model.onnx", level)
+            outcome.details = {"graph_optimization": level}
+        outcome.details.setdefault("graph_optimization", level)
+
+    def _build_torch(
+        self, variant: VariantSpec, outcome: VariantOutcome, parent: VariantOutcome, source: Source,
+        evaluation: Dataset, training: Dataset, work: Path, level: graphopt.Level,
+    ) -> None:
+        import torch
+
+        from optimodel_jobs.distill import distill, teacher_outputs
+        from optimodel_jobs.onnx_export import export_module
+
+        if parent.module is None or not isinstance(parent.module, torch.nn.Module):
+            raise OptimizeError(
+                errors.TORCH_SOURCE_REQUIRED,
+                f"variant {variant.name!r} ({variant.kind}) needs a torch module to start from; "
+                f"{'the source is ' + self.config.source.format if parent.name == 'source' else parent.name + ' has none'}"
+                " (give the source as format torch/torchscript/exported_program, or chain from a pruned/distilled variant)",
+            )
+        input_names = [t.name for t in source.inputs]
+        inputs = [training.inputs[n] for n in input_names]
+        torch.manual_seed(self.config.seed)
+        if variant.prune is not None:
+            spec = variant.prune
+            teacher = parent.module
+            student = copy.deepcopy(parent.module)
+            probe = [x[:512] for x in inputs]
+
+            def run_batches() -> None:
+                for start in range(0, len(probe[0]), 64):
+                    student(*[torch.from_numpy(np.ascontiguousarray(x[start : start + 64])) for x in probe])
+
+            try:
+                details = __import__("optimodel_jobs.prune", fromlist=["prune_structured"]).prune_structured(
+                    student, spec.ratio, spec.heads_ratio, run_batches
+                )
+            except ValueError as error:
+                raise OptimizeError(errors.VARIANT_FAILED, f"cannot prune {parent.name}: {error}") from None
+            if spec.fine_tune_epochs:
+                targets = teacher_outputs(teacher, inputs)
+                details["fine_tune"] = distill(
+                    student, inputs, targets, task=self.config.task, epochs=spec.fine_tune_epochs, lr=spec.lr,
+                    temperature=spec.temperature, seed=self.config.seed,
+                )
+        else:
+            assert variant.distill is not None
+            spec_d = variant.distill
+            teacher = parent.module
+            teacher_name = parent.name
+            if spec_d.teacher is not None:
+                suffix = {"torch": ".pt", "torchscript": ".ts", "exported_program": ".pt2", "onnx": ".onnx"}[spec_d.teacher.format]
+                if spec_d.teacher.format == "onnx":
+                    raise OptimizeError(errors.TORCH_SOURCE_REQUIRED, "distill.teacher must be a torch model")
+                local = fetch(spec_d.teacher.uri, work / f"teacher{suffix}", "distill.teacher")
+                teacher = load_torch_module(spec_d.teacher, local)
+                if spec_d.teacher.format == "exported_program":
+                    teacher = teacher.module()
+                teacher_name = spec_d.teacher.uri
+            from optimodel_jobs.zoo import resolve_factory
+
+            factory_name = spec_d.student_factory or self.config.source.factory
+            if factory_name is None:
+                raise OptimizeError(
+                    errors.CONFIG_INVALID,
+                    f"variant {variant.name!r}: distill.studentFactory is needed when the source has no factory",
+                )
+            try:
+                factory = resolve_factory(factory_name)
+            except (ImportError, AttributeError, ValueError) as error:
+                raise OptimizeError(errors.FACTORY_NOT_FOUND, f"distill.studentFactory {factory_name!r}: {error}") from None
+            kwargs = {**(self.config.source.factory_kwargs if spec_d.student_factory is None else {}), **spec_d.student}
+            try:
+                student = factory(**kwargs)
+            except TypeError as error:
+                raise OptimizeError(errors.CONFIG_INVALID, f"variant {variant.name!r}: student {kwargs} refused: {error}") from None
+            targets = teacher_outputs(teacher, inputs)
+            details = {"teacher": teacher_name, "student": kwargs}
+            details["training"] = distill(
+                student, inputs, targets, task=self.config.task, epochs=spec_d.epochs, lr=spec_d.lr,
+                temperature=spec_d.temperature, batch_size=spec_d.batch_size, labels=training.labels,
+                alpha=spec_d.alpha, seed=self.config.seed,
+            )
+        example = {n: evaluation.inputs[n][:2] for n in input_names}
+        raw = export_module(student, example, [t.name for t in source.outputs], work / "exported.onnx")
+        outcome.module = student
+        outcome.raw_path, outcome.path = raw, graphopt.bake(raw, work / "model.onnx", level)
+        outcome.details = details
+
+    def _evaluate(
+        self, outcome: VariantOutcome, metric: Metric, evaluation: Dataset, source_outcome: VariantOutcome, threads: int
+    ) -> None:
+        assert outcome.path is not None and source_outcome.outputs is not None and source_outcome.metric is not None
+        outputs = predict(outcome.path, evaluation, threads)
+        finite = bool(np.all(np.isfinite(outputs)))
+        outcome.outputs = outputs
+        outcome.metric = score(metric, outputs, evaluation.labels, source_outcome.outputs, self.config.task) if finite else float("nan")
+        outcome.agreement = agreement(outputs, source_outcome.outputs, self.config.task) if finite else 0.0
+        higher = metric.higher_is_better if self.config.evaluation.higher_is_better is None else self.config.evaluation.higher_is_better
+        outcome.drop = metric_drop(source_outcome.metric, outcome.metric, higher, self.config.evaluation.drop_type) if finite else None
+        outcome.gate = decide(self.config.evaluation, metric, source_outcome.metric, outcome.metric, outcome.agreement, finite)
+        outcome.size_bytes = outcome.path.stat().st_size
+        outcome.parameters = onnx_parameter_count(outcome.path)
+
+    def _measure_latency(self, source_outcome: VariantOutcome, built: list[VariantOutcome], evaluation: Dataset) -> None:
+        spec = self.config.latency
+        groups: dict[tuple[str, ...], list[VariantOutcome]] = {}
+        for outcome in built:
+            groups.setdefault(tuple(outcome.provider.providers), []).append(outcome)
+        if not groups:
+            groups[("CPUExecutionProvider",)] = []
+        pools = {p.name: p for p in self.config.pools}
+        for providers, members in groups.items():
+            pool = pools.get(members[0].pool or "") if members else None
+            limit = (pool.cpu_limit if pool else None) or spec.cpu_limit or cpu_limit_from_environment()
+            models = {"source": source_outcome.path, **{o.name: o.path for o in members}}
+            measured = measure_interleaved(
+                {k: v for k, v in models.items() if v is not None}, evaluation.inputs, spec.batch_sizes,
+                list(providers), threads_for(limit), spec.iterations, spec.warmup, spec.rounds,
+            )
+            for outcome in members:
+                outcome.latency = measured[outcome.name]
+                outcome.details["latency_threads"] = threads_for(limit)
+                outcome.details["latency_source"] = {str(b): s.as_dict() for b, s in measured["source"].items()}
+            if providers == ("CPUExecutionProvider",) or not source_outcome.latency:
+                source_outcome.latency = measured["source"]
+
+    def _latency_summary(self, source_outcome: VariantOutcome, built: list[VariantOutcome]) -> str:
+        batch = min(self.config.latency.batch_sizes)
+        if batch not in source_outcome.latency:
+            return ""
+        base = source_outcome.latency[batch].p50_ms
+        parts = [f"source {base:.3f} ms"] + [
+            f"{o.name} {base / o.latency[batch].p50_ms:.2f}x" for o in built if batch in o.latency
+        ]
+        return f"p50 @ batch {batch}: " + ", ".join(parts)
+
+    def _drift(self, evaluation: Dataset, outputs: np.ndarray | None) -> DriftReference:
+        from optimodel_jobs.drift import reference_profile
+
+        assert outputs is not None
+        return reference_profile(evaluation.inputs, outputs, self.config.task)
+
+    def _write_artifacts(
+        self, result: RunResult, source: Source, built: list[VariantOutcome], references: dict[str, DriftReference]
+    ) -> None:
+        import onnx
+
+        versions = library_versions()
+        spec_hash = self.config.spec_hash()
+        for outcome in built:
+            assert outcome.path is not None and outcome.gate is not None
+            # Provenance travels inside the ONNX file too (metadata_props), not only in the manifest.
+            model = onnx.load(str(outcome.path))
+            for key, value in {
+                "optimodel.variant": outcome.name, "optimodel.kind": outcome.kind,
+                "optimodel.source_sha256": source.sha256, "optimodel.spec_hash": spec_hash,
+                "optimodel.deployable": str(outcome.gate.deployable).lower(),
+            }.items():
+                entry = model.metadata_props.add()
+                entry.key, entry.value = key, value
+            final = outcome.path.with_name("artifact.onnx")
+            onnx.save(model, str(final))
+            outcome.path = final
+            outcome.size_bytes = final.stat().st_size
+            inputs, outputs = _tensor_specs(final)
+            manifest = ArtifactManifest(
+                name=outcome.name,
+                inputs=inputs,
+                outputs=outputs,
+                task=self.config.task,
+                metrics={
+                    "metric": result.metric.name,
+                    "source": result.source.metric,
+                    "variant": outcome.metric,
+                    "drop": outcome.drop,
+                    "drop_type": self.config.evaluation.drop_type,
+                    "agreement": outcome.agreement,
+                    "latency": {str(b): s.as_dict() for b, s in outcome.latency.items()},
+                    "source_latency": {str(b): s.as_dict() for b, s in result.source.latency.items()},
+                    "parameters": outcome.parameters,
+                    "source_parameters": result.source.parameters,
+                    "peak_memory_mb": outcome.peak_memory_mb,
+                    "provider_used": outcome.provider.effective,
+                    "provider_fallback": outcome.provider.fallback,
+                },
+                gate=outcome.gate,
+                lineage=Lineage(
+                    source_sha256=source.sha256, spec_hash=spec_hash, parent_variant=outcome.parent,
+                    library_versions=versions, seed=self.config.seed,
+                ),
+                execution_provider=outcome.provider.providers[0] if outcome.provider.fallback is None
+                else PROVIDER_NAMES[outcome.provider.requested],
+                drift_reference=references.get(outcome.name),
+                details={"kind": outcome.kind, "pool": outcome.pool, **_jsonable(outcome.details)},
+            )
+            try:
+                outcome.manifest_uri = write_artifact(self.config.store, final, manifest)
+            except Exception as error:  # noqa: BLE001 - store protocols raise their own errors
+                raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing {outcome.name} to {self.config.store}: {error}") from None
+
+    def _write_result(self, result: RunResult) -> None:
+        import fsspec
+
+        payload = json.dumps(_jsonable(result.as_dict()), indent=2).encode()
+        (self.work_dir / "result.json").write_bytes(payload)
+        fs, root = fsspec.core.url_to_fs(self.config.store)
+        relative = f"runs/{self.config.name}/{self.config.spec_hash()[:16]}.json"
+        try:
+            _atomic_put_bytes(fs, payload, f"{root.rstrip('/')}/{relative}")
+        except Exception as error:  # noqa: BLE001
+            raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing the run result to {self.config.store}: {error}") from None
+        result.result_uri = f"{self.config.store.rstrip('/')}/{relative}"
+
+
+PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+def _tensor_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    from optimodel_jobs.source import tensor_specs
+
+    return tensor_specs(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def run(config: OptimizeConfig, progress: Progress | None = None) -> RunResult:
+    pipeline = Pipeline(config, progress)
+    return pipeline.run()

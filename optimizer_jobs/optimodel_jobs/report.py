@@ -1,0 +1,122 @@
+"""The run's report: an HTML page with a table of variants and a PNG accuracy-vs-latency plot
+(all variants, the gate line, the variant chosen for each pool)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optimodel_jobs.pipeline import RunResult, VariantOutcome
+
+
+def gate_threshold(result: RunResult) -> float | None:
+    """The metric value a variant must reach (or not exceed, for lower-is-better metrics)."""
+    source = result.source.metric
+    if source is None:
+        return None
+    evaluation = result.config.evaluation
+    higher = result.metric.higher_is_better if evaluation.higher_is_better is None else evaluation.higher_is_better
+    allowed = evaluation.max_drop * (abs(source) if evaluation.drop_type == "relative" else 1.0)
+    return source - allowed if higher else source + allowed
+
+
+def plot(result: RunResult, target: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batch = min(result.config.latency.batch_sizes)
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    chosen = {name for name in result.chosen.values() if name}
+    points: list[VariantOutcome] = [result.source, *result.variants]
+    for outcome in points:
+        if outcome.metric is None or batch not in outcome.latency:
+            continue
+        latency = outcome.latency[batch].p50_ms
+        deployable = outcome.gate is None or outcome.gate.deployable
+        marker = "*" if outcome.name in chosen else ("o" if deployable else "x")
+        color = "tab:blue" if outcome.name == "source" else ("tab:green" if deployable else "tab:red")
+        axes.scatter([latency], [outcome.metric], marker=marker, s=160 if marker == "*" else 60, color=color, zorder=3)
+        label = outcome.name + (" (chosen: " + ", ".join(p for p, v in result.chosen.items() if v == outcome.name) + ")"
+                                if outcome.name in chosen else "")
+        axes.annotate(label, (latency, outcome.metric), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    threshold = gate_threshold(result)
+    if threshold is not None:
+        axes.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"gate ({result.metric.name} limit)")
+        axes.legend(loc="lower right", fontsize=8)
+    axes.set_xlabel(f"p50 latency at batch {batch} (ms, log scale)")
+    axes.set_xscale("log")
+    axes.set_ylabel(result.metric.name)
+    axes.set_title(f"{result.config.name}: {result.metric.name} vs latency")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(target)
+    plt.close(figure)
+    return target
+
+
+def table_rows(result: RunResult) -> list[dict[str, Any]]:
+    """Pure: one row per model for the terminal table and the HTML report."""
+    batch = min(result.config.latency.batch_sizes)
+    base = result.source.latency.get(batch)
+    rows = []
+    for outcome in [result.source, *result.variants]:
+        stats = outcome.latency.get(batch)
+        rows.append(
+            {
+                "variant": outcome.name,
+                "kind": outcome.kind,
+                "from": outcome.parent or "",
+                "metric": "" if outcome.metric is None else f"{outcome.metric:.4f}",
+                "drop": "" if outcome.drop is None else f"{outcome.drop:+.2%}",
+                "agreement": "" if outcome.agreement is None else f"{outcome.agreement:.3f}",
+                "p50_ms": "" if stats is None else f"{stats.p50_ms:.3f}",
+                "p99_ms": "" if stats is None else f"{stats.p99_ms:.3f}",
+                "speedup": "" if stats is None or base is None else f"{base.p50_ms / stats.p50_ms:.2f}x",
+                "size_mb": "" if outcome.size_bytes is None else f"{outcome.size_bytes / 1e6:.2f}",
+                "params": "" if outcome.parameters is None else f"{outcome.parameters:,}",
+                "provider": outcome.provider.effective + (" (fallback)" if outcome.provider.fallback else ""),
+                "gate": "source" if outcome.name == "source" else (
+                    "error" if outcome.error else ("PASS" if outcome.gate and outcome.gate.passed else "FAIL")
+                ),
+                "reason": "" if outcome.gate is None else outcome.gate.reason,
+            }
+        )
+    return rows
+
+
+def write_report(result: RunResult, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image = plot(result, target.with_suffix(".png"))
+    rows = table_rows(result)
+    columns = list(rows[0]) if rows else []
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr class='{}'>".format(html.escape(row["gate"].lower()))
+        + "".join(f"<td>{html.escape(str(row[c]))}</td>" for c in columns)
+        + "</tr>"
+        for row in rows
+    )
+    pools = "".join(
+        f"<li><b>{html.escape(pool)}</b>: {html.escape(variant or 'nothing passed the gate')}</li>"
+        for pool, variant in result.chosen.items()
+    )
+    evaluation = result.config.evaluation
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>optimodel report: {html.escape(result.config.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:4px 8px;font-size:13px}}tr.fail td,tr.error td{{background:#fdd}}tr.pass td{{background:#dfd}}</style></head>
+<body><h1>{html.escape(result.config.name)}</h1>
+<p>Gate: {html.escape(result.metric.name)}, maxDrop {evaluation.max_drop} ({evaluation.drop_type}),
+minAgreement {evaluation.min_agreement}. Latency: p50/p99 at batch {min(result.config.latency.batch_sizes)},
+variants measured interleaved; speedup is against the fp32 source measured in the same run.</p>
+<h2>Chosen variant per pool</h2><ul>{pools}</ul>
+<img src="{html.escape(image.name)}" alt="accuracy vs latency">
+<h2>Variants</h2><table><tr>{header}</tr>{body}</table>
+</body></html>
+"""
+    target.write_text(page)
+    return target
