@@ -30,6 +30,9 @@ def _register() -> None:
     from optimodel_server.cli import serve as serve_command
 
     app.command("serve")(serve_command)
+    from optimodel_jobs.cli import optimize as optimize_command
+
+    app.command("optimize")(optimize_command)
 
 
 _register()
