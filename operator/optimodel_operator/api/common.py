@@ -17,6 +17,9 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+CEL_RULE_ERROR = "cel_rule"
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A model or data location fsspec can open: an absolute local path, or file://, s3://, gs://.
@@ -90,9 +93,12 @@ class ApiModel(BaseModel):
 
     @model_validator(mode="after")
     def _enforce_cel_rules(self) -> Self:
-        broken = [rule for rule in type(self).cel_rules if not rule.check(self)]
-        if broken:
-            raise ValueError("; ".join(rule.message for rule in broken))
+        for rule in type(self).cel_rules:
+            if not rule.check(self):
+                # ctx carries the field so error reports can name it, as the API server does.
+                raise PydanticCustomError(
+                    CEL_RULE_ERROR, "{message}", {"message": rule.message, "field": rule.field_name or ""}
+                )
         return self
 
     def to_wire(self) -> dict[str, Any]:
@@ -118,3 +124,28 @@ class StatusModel(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def unique_by(key: str) -> Callable[[list[Any]], list[Any]]:
+    """After-validator for lists keyed like the CRD's list-map (x-kubernetes-list-map-keys)."""
+
+    def check(items: list[Any]) -> list[Any]:
+        seen: set[Any] = set()
+        for index, item in enumerate(items):
+            value = getattr(item, key)
+            if value in seen:
+                raise ValueError(f"duplicate {key} {value!r} at index {index}; {key}s must be unique")
+            seen.add(value)
+        return items
+
+    return check
+
+
+def check_quantity(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a resource quantity cannot be negative")
+        return value
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(f"not a resource quantity: {value!r} (write e.g. 500m, 2, 1Gi)")
+    return value

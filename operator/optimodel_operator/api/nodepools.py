@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
-from optimodel_operator.api.common import QUANTITY_PATTERN, ApiModel, CelRule, DescribedEnum, Name
+from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Name, check_quantity, unique_by
 
 GPU_RESOURCE = "nvidia.com/gpu"
 AUTO_VARIANT = "auto"
@@ -16,7 +16,7 @@ LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
 # A resource quantity: an integer, or a string in the Kubernetes quantity grammar ("500m", "2Gi").
 # The CRD publishes it as int-or-string (see crd/overrides.py).
-Quantity = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+Quantity = Annotated[int | Annotated[str, StringConstraints(max_length=64)], AfterValidator(check_quantity)]
 
 
 class ExecutionProvider(DescribedEnum):
@@ -113,4 +113,4 @@ class NodePool(ApiModel):
     )
 
 
-NodePools = Annotated[list[NodePool], Field(min_length=1, max_length=8)]
+NodePools = Annotated[list[NodePool], Field(min_length=1, max_length=8), AfterValidator(unique_by("name"))]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Name, Uri
+from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Name, Uri, unique_by
 from optimodel_operator.api.source import DropMode
 
 RESERVED_VARIANT_NAMES = ("auto", "source")
@@ -217,4 +217,6 @@ class Optimization(ApiModel):
     )
 
 
-Optimizations = Annotated[list[Optimization], Field(min_length=1, max_length=16)]
+Optimizations = Annotated[
+    list[Optimization], Field(min_length=1, max_length=16), AfterValidator(unique_by("name"))
+]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
-from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Uri
+from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Uri, unique_by
 
 
 class ModelFormat(DescribedEnum):
@@ -43,7 +43,7 @@ class ModelSource(ApiModel):
     """Location of the model: an absolute path, file://, s3:// or gs:// (read through fsspec)."""
     format: ModelFormat
     """Serialization of the model at `uri`."""
-    inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=16)] | None = None
+    inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=16), AfterValidator(unique_by("name"))] | None = None
     """Input signature, for models it cannot be read from (required for `torch`)."""
     sha256: Annotated[str, StringConstraints(pattern=r"^[a-f0-9]{64}$", max_length=64)] | None = None
     """Expected SHA-256 of the file at `uri`; the optimization Jobs refuse a model that differs."""

@@ -1,7 +1,10 @@
 """kopf handlers for OptimizedModel. Thin on purpose: read the object, ask the planner, apply.
 
-Level-triggered: every trigger (create, update, resume after a restart, periodic resync) runs the
-same reconcile, which recomputes the whole status from the object and patches only what differs.
+Level-triggered: every trigger (create, update, resume after a restart) runs the same reconcile,
+which recomputes the whole status from the object and patches only what differs.
+
+No kopf timer or daemon on purpose: kopf gives those a finalizer, and a finalizer would block the
+deletion of OptimizedModels (and of their namespaces) whenever the operator is not running.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
 from optimodel_operator.planner.reconcile import Decision, reconcile
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
 
-RESYNC_SECONDS = float(os.environ.get("OPTIMODEL_RESYNC_SECONDS", "60"))
 ARTIFACTS_ENV = "OPTIMODEL_DEFAULT_ARTIFACTS"
 
 
@@ -36,7 +38,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/operator"
     # Our Events come from the status diff; kopf's "Handler succeeded" ones would be noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -61,10 +62,3 @@ def reconcile_on_change(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
         # Not retried: only a spec change (a new update event) can fix it. The status patch above
         # is still applied by kopf, so the condition explains why.
         raise kopf.PermanentError(decision.permanent_error)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=RESYNC_SECONDS)
-def resync(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    # Level-triggered safety net: repairs a status someone else changed; a no-op when it is right.
-    decision = reconcile(ResourceView.from_body(body), _now(), _config())
-    _apply(decision, body, patch, logger)

@@ -169,8 +169,13 @@ class _Translator:
             field = model.model_fields[wire_names[wire]]
             if not in_status and "default" not in field_schema and field.default_factory is not None:
                 produced = field.default_factory()  # type: ignore[call-arg]
-                # A nested object defaults to {} so the API server fills in its own fields' defaults.
-                field_schema["default"] = {} if isinstance(produced, BaseModel) else produced
+                # A nested object defaults to its fully defaulted form: the API server checks a
+                # default against the CEL rules as it stands, before nested defaults would fill it.
+                field_schema["default"] = (
+                    produced.model_dump(by_alias=True, exclude_none=True, mode="json")
+                    if isinstance(produced, BaseModel)
+                    else produced
+                )
             properties[wire] = field_schema
         out["properties"] = properties
         required = node.get("required")

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from optimodel_operator.api.common import CEL_RULE_ERROR
 from optimodel_operator.api.optimizations import Optimization
 from optimodel_operator.api.spec import OptimizedModelSpec, parse_spec
 from optimodel_operator.planner.view import PlannerConfig
@@ -51,7 +52,10 @@ def _schema_problems(error: ValidationError) -> list[SpecProblem]:
     problems = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ")
-        problems.append(SpecProblem(field_path(item["loc"]), message))
+        loc = list(item["loc"])
+        if item["type"] == CEL_RULE_ERROR and item.get("ctx", {}).get("field"):
+            loc.append(item["ctx"]["field"])  # name the field, as the CEL rule's fieldPath does
+        problems.append(SpecProblem(field_path(loc), message))
     return problems
 
 
