@@ -22,6 +22,9 @@ from optimodel_jobs.artifacts import population_stability_index
 
 log = logging.getLogger(__name__)
 
+# Input features binned between two yields to the event loop (each is ~0.1 ms for 2,000 rows).
+FEATURES_PER_STEP = 8
+
 
 @dataclass(slots=True)
 class _Chunk:
@@ -80,20 +83,45 @@ class DriftWindow:
         return per_feature, output
 
 
+def count_input(profile: FeatureProfile, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Bin counts of one input feature over a batch. Pure."""
+    tensor = feeds.get(profile.tensor or next(iter(feeds)))
+    if tensor is None:
+        return np.zeros(len(profile.edges) + 1, dtype=np.int64)
+    return bin_counts(extract_feature(tensor, profile), profile.edges)
+
+
+def count_output(reference: DriftReference, task: str, output: np.ndarray) -> np.ndarray:
+    return bin_counts(output_values(output, reference.output, task), reference.output.edges)
+
+
 def count_batch(
     reference: DriftReference, task: str, output_name: str, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
 ) -> tuple[list[np.ndarray], np.ndarray, int]:
     """Bin counts of one (concatenated) batch for every profile. Pure."""
-    rows = next(iter(outputs.values())).shape[0]
-    input_counts = []
-    for profile in reference.inputs:
-        tensor = feeds.get(profile.tensor or next(iter(feeds)))
-        if tensor is None:
-            input_counts.append(np.zeros(len(profile.edges) + 1, dtype=np.int64))
+    rows = outputs[output_name].shape[0]
+    input_counts = [count_input(profile, feeds) for profile in reference.inputs]
+    return input_counts, count_output(reference, task, outputs[output_name]), rows
+
+
+def _stack(
+    kept: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
+) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Concatenate sampled batches whose tensors have the same per-row shapes, so that binning runs once
+    per feature over all rows (per-batch binning of thousands of one-row batches took hundreds of ms)."""
+    groups: dict[tuple, list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]] = {}
+    for feeds, outputs in kept:
+        key = tuple((n, a.shape[1:]) for n, a in feeds.items()) + tuple((n, a.shape[1:]) for n, a in outputs.items())
+        groups.setdefault(key, []).append((feeds, outputs))
+    stacked = []
+    for members in groups.values():
+        if len(members) == 1:
+            stacked.append(members[0])
             continue
-        input_counts.append(bin_counts(extract_feature(tensor, profile), profile.edges))
-    out_values = output_values(outputs[output_name], reference.output, task)
-    return input_counts, bin_counts(out_values, reference.output.edges), rows
+        feeds = {name: np.concatenate([m[0][name] for m in members]) for name in members[0][0]}
+        outputs = {name: np.concatenate([m[1][name] for m in members]) for name in members[0][1]}
+        stacked.append((feeds, outputs))
+    return stacked
 
 
 class DriftMonitor:
@@ -137,23 +165,43 @@ class DriftMonitor:
         if slot < len(self._kept):
             self._kept[slot] = (feeds, outputs)
 
-    def update(self) -> tuple[dict[str, float], float] | None:
-        """Fold what was sampled into the window and recompute PSI (the background task's body)."""
+    def _take(self) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         kept, self._kept, self._kept_rows, self._seen_batches = self._kept, [], 0, 0
-        for feeds, outputs in kept:
-            input_counts, output_counts, rows = count_batch(self.reference, self.task, self.output_name, feeds, outputs)
-            self.window.add(input_counts, output_counts, rows)
+        return _stack(kept)
+
+    def _publish_window(self) -> tuple[dict[str, float], float] | None:
         result = self.window.psi()
         if result is not None:
             per_feature, output = result
             self._publish(per_feature, output, self.window.rows)
         return result
 
+    def update(self) -> tuple[dict[str, float], float] | None:
+        """Fold what was sampled into the window and recompute PSI, in one go (tests, shutdown)."""
+        for feeds, outputs in self._take():
+            input_counts, output_counts, rows = count_batch(self.reference, self.task, self.output_name, feeds, outputs)
+            self.window.add(input_counts, output_counts, rows)
+        return self._publish_window()
+
+    async def update_cooperatively(self) -> tuple[dict[str, float], float] | None:
+        """The same as :meth:`update`, yielding to the event loop every few features, so that binning
+        a wide input never holds requests up for more than a fraction of a millisecond."""
+        for feeds, outputs in self._take():
+            input_counts = []
+            for index, profile in enumerate(self.reference.inputs):
+                input_counts.append(count_input(profile, feeds))
+                if index % FEATURES_PER_STEP == FEATURES_PER_STEP - 1:
+                    await asyncio.sleep(0)
+            rows = outputs[self.output_name].shape[0]
+            self.window.add(input_counts, count_output(self.reference, self.task, outputs[self.output_name]), rows)
+            await asyncio.sleep(0)
+        return self._publish_window()
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
             try:
-                self.update()
+                await self.update_cooperatively()
             except Exception:  # noqa: BLE001 - drift must never take serving down
                 if not self._broken:
                     log.exception("drift update failed; drift gauges stop updating")
