@@ -256,14 +256,25 @@ def rank_sensitive_nodes(
         n for n in float_model.graph.node
         if n.name in qdq_inputs_of and n.name not in skip and any(i in dequantized for i in qdq_inputs_of[n.name])
     ]
+    # The quantizer may fold a following Relu into a node or rename its output; pair each quantized
+    # node's output with the float tensor that carries the same values.
+    float_tensors = {o for n in float_model.graph.node for o in n.output}
+    qdq_output_of = {n.name: n.output[0] for n in qdq_model.graph.node}
+    pairs: dict[str, tuple[str, str]] = {}
+    for node in candidates:
+        quantized_name = qdq_output_of[node.name]
+        float_name = quantized_name.removesuffix("_QuantizeLinear_Input")
+        if float_name in float_tensors:
+            pairs[node.name] = (float_name, quantized_name)
+    candidates = [n for n in candidates if n.name in pairs]
     if not candidates:
         return []
-    tensors = [n.output[0] for n in candidates]
-    reference = _run_all(_with_outputs(float_model, tensors), data, threads)
-    quantized = _run_all(_with_outputs(qdq_model, tensors), data, threads)
+    reference = _run_all(_with_outputs(float_model, [f for f, _ in pairs.values()]), data, threads)
+    quantized = _run_all(_with_outputs(qdq_model, [q for _, q in pairs.values()]), data, threads)
     error = {}
     for node in candidates:
-        want, got = reference[node.output[0]], quantized[node.output[0]]
+        float_name, quantized_name = pairs[node.name]
+        want, got = reference[float_name], quantized[quantized_name]
         error[node.name] = float(np.linalg.norm(got - want) / (np.linalg.norm(want) + 1e-12))
     producer = {o: n for n in float_model.graph.node for o in n.output}
     candidate_names = {n.name for n in candidates}

@@ -1,0 +1,158 @@
+"""The accuracy gate: a table of pure cases, a deliberately broken variant through the whole pipeline,
+and the accuracy-aware fallback of static int8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from optimodel_jobs.artifacts import fetch_verified, read_manifest
+from optimodel_jobs.config import EvaluationSpec, parse_config
+from optimodel_jobs.gate import METRICS, agreement, decide, metric_drop
+from optimodel_jobs.pipeline import run
+from optimodel_jobs.zoo import build
+
+
+def _evaluation(**kwargs: Any) -> EvaluationSpec:
+    return EvaluationSpec.model_validate({"dataset": "eval.npz", **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "metric", "source", "variant", "agree", "passed"),
+    [
+        ({"maxDrop": 0.01}, "accuracy", 0.90, 0.895, 0.99, True),  # 0.56% relative
+        ({"maxDrop": 0.01}, "accuracy", 0.90, 0.88, 0.99, False),  # 2.2% relative
+        ({"maxDrop": 0.01, "dropType": "absolute"}, "accuracy", 0.90, 0.891, 0.99, True),
+        ({"maxDrop": 0.01, "dropType": "absolute"}, "accuracy", 0.90, 0.889, 0.99, False),
+        ({"maxDrop": 0.0}, "accuracy", 0.90, 0.95, 0.90, True),  # better than the source is fine
+        ({"maxDrop": 0.05}, "mse", 1.00, 1.04, 0.99, True),  # lower is better: +4% error
+        ({"maxDrop": 0.05}, "mse", 1.00, 1.06, 0.99, False),
+        ({"maxDrop": 0.05}, "mse", 1.00, 0.50, 0.99, True),
+        ({"maxDrop": 0.05, "higherIsBetter": True}, "mse", 1.00, 0.50, 0.99, False),  # explicit override
+        ({"maxDrop": 0.05, "minAgreement": 0.98}, "accuracy", 0.90, 0.90, 0.97, False),
+        ({"maxDrop": 0.05, "minAgreement": 0.98}, "accuracy", 0.90, 0.90, 0.985, True),
+    ],
+)
+def test_gate_table(kwargs: dict[str, Any], metric: str, source: float, variant: float, agree: float, passed: bool) -> None:
+    verdict = decide(_evaluation(**kwargs), METRICS[metric], source, variant, agree)
+    assert verdict.passed is passed
+    assert verdict.deployable is passed
+    assert verdict.reason
+
+
+def test_non_finite_outputs_never_pass() -> None:
+    verdict = decide(_evaluation(maxDrop=1.0), METRICS["accuracy"], 0.9, 0.9, 1.0, outputs_finite=False)
+    assert not verdict.passed and not verdict.deployable and "NaN" in verdict.reason
+
+
+def test_drop_and_agreement_maths() -> None:
+    assert metric_drop(0.8, 0.6, True, "relative") == pytest.approx(0.25)
+    assert metric_drop(0.8, 0.6, True, "absolute") == pytest.approx(0.2)
+    assert metric_drop(2.0, 3.0, False, "relative") == pytest.approx(0.5)
+    logits = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    flipped = logits.copy()
+    flipped[0] = [0.0, 1.0]
+    assert agreement(flipped, logits, "classification") == 0.75
+    assert agreement(logits[:, :1] * 2, logits[:, :1] * 2, "regression") == 1.0
+
+
+def _break_weights(source: Path, target: Path) -> Path:
+    model = onnx.load(str(source))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.ndim == 2:
+            init.CopyFrom(numpy_helper.from_array(rng.permutation(array.ravel()).reshape(array.shape).astype(array.dtype), init.name))
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.mark.slow
+def test_broken_variant_is_refused_and_never_chosen(tmp_path: Path) -> None:
+    """Pruning 90% of the neurons without fine-tuning wrecks the model; the gate must say so."""
+    mlp = build("digits-mlp-tiny")
+    config = parse_config({
+        "name": "broken",
+        "source": mlp.source_config(),
+        "evaluation": {"dataset": str(mlp.evaluation), "maxDrop": 0.01},
+        "variants": [
+            {"name": "wrecked", "prune": {"ratio": 0.95, "fineTuneEpochs": 0}},
+            {"name": "wrecked-int8", "from": "wrecked", "quantize": {"mode": "dynamic"}},
+        ],
+        "pools": [{"name": "cpu"}],
+        "latency": {"batchSizes": [1], "iterations": 2, "warmup": 0, "rounds": 1, "measureMemory": False},
+        "store": str(tmp_path / "store"),
+        "workDir": str(tmp_path / "work"),
+    })
+    result = run(config)
+    for outcome in result.variants:
+        assert outcome.gate is not None and not outcome.gate.passed and not outcome.gate.deployable
+        assert "exceeds maxDrop" in outcome.gate.reason
+        manifest = read_manifest(outcome.manifest_uri or "")
+        assert not manifest.gate.deployable
+        assert manifest.metrics["variant"] < manifest.metrics["source"]
+    assert result.chosen == {"cpu": None}
+
+
+@pytest.mark.slow
+def test_gate_refuses_a_model_with_scrambled_weights(tmp_path: Path) -> None:
+    """A variant whose weights were scrambled (same graph, same shapes) is caught by the metric."""
+    mlp = build("digits-mlp-tiny")
+    broken = _break_weights(mlp.onnx, tmp_path / "broken.onnx")
+    base = {
+        "evaluation": {"dataset": str(mlp.evaluation), "maxDrop": 0.05},
+        "variants": [], "latency": {"batchSizes": [1], "iterations": 2, "warmup": 0, "rounds": 1, "measureMemory": False},
+        "store": str(tmp_path / "store"),
+    }
+    good = run(parse_config({**base, "source": {"uri": str(mlp.onnx)}, "workDir": str(tmp_path / "a")}))
+    bad = run(parse_config({**base, "source": {"uri": str(broken)}, "workDir": str(tmp_path / "b")}))
+    assert good.source.outputs is not None and bad.source.outputs is not None
+    verdict = decide(
+        good.config.evaluation, METRICS["accuracy"], good.source.metric or 0, bad.source.metric or 0,
+        agreement(bad.source.outputs, good.source.outputs, "classification"),
+    )
+    assert not verdict.passed and not verdict.deployable
+
+
+@pytest.mark.slow
+def test_static_int8_fallback_keeps_sensitive_nodes_in_float(tmp_path: Path) -> None:
+    """An impossible gate (100% agreement, zero drop) makes every round fail until the nodes are float;
+    the retries are bounded and what stayed in float is recorded and really is float in the model."""
+    mlp = build("digits-mlp-tiny")
+    config = parse_config({
+        "name": "fallback",
+        "source": {"uri": str(mlp.onnx)},
+        "evaluation": {"dataset": str(mlp.evaluation), "metric": "agreement", "maxDrop": 0.0, "minAgreement": 1.0},
+        "calibration": {"dataset": str(mlp.calibration), "samples": 32},
+        "variants": [{"name": "int8-static", "quantize": {"mode": "static", "fallback": {"maxRounds": 2, "nodesPerRound": 1}}}],
+        "latency": {"batchSizes": [1], "iterations": 2, "warmup": 0, "rounds": 1, "measureMemory": False},
+        "store": str(tmp_path / "store"),
+        "workDir": str(tmp_path / "work"),
+    })
+    outcome = run(config).variants[0]
+    fallback = outcome.details["fallback"]
+    attempts = fallback["attempts"]
+    assert 1 <= len(attempts) <= 3  # bounded: the first try plus at most maxRounds retries
+    assert [a["round"] for a in attempts] == list(range(len(attempts)))
+    # Each retry keeps more nodes in float than the one before.
+    assert [len(a["float_nodes"]) for a in attempts] == list(range(len(attempts)))
+    if len(attempts) > 1:
+        assert fallback["float_nodes"] and fallback["last_ranking"]
+        manifest, local = fetch_verified(outcome.manifest_uri or "", tmp_path / "dest")
+        assert manifest.details["fallback"]["float_nodes"] == fallback["float_nodes"]
+        assert outcome.gate is not None
+        assert outcome.gate.passed == attempts[-1]["passed"]
+        # In the final QDQ graph the kept nodes still read their float weights, not dequantized int8 ones.
+        assert outcome.raw_path is not None
+        qdq = onnx.load(str(outcome.raw_path))
+        float_weights = {init.name for init in qdq.graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+        kept = [n for n in qdq.graph.node if n.name in fallback["float_nodes"]]
+        assert len(kept) == len(fallback["float_nodes"])
+        assert all(node.input[1] in float_weights for node in kept)
+        quantized = [n for n in qdq.graph.node if n.op_type == "Gemm" and n.name not in fallback["float_nodes"]]
+        assert quantized and all(node.input[1] not in float_weights for node in quantized)

@@ -1,0 +1,169 @@
+"""Bad input ends in a clear message and a machine-readable reason, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from optimodel_jobs import errors
+from optimodel_jobs.config import parse_config
+from optimodel_jobs.errors import OptimizeError
+from optimodel_jobs.pipeline import run
+from optimodel_jobs.zoo import build
+
+
+@pytest.fixture(scope="module")
+def mlp() -> Any:
+    return build("digits-mlp-tiny")
+
+
+def _config(mlp: Any, tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": "bad-input",
+        "source": {"uri": str(mlp.onnx), "format": "onnx"},
+        "evaluation": {"dataset": str(mlp.evaluation), "metric": "accuracy"},
+        "variants": [{"name": "int8", "quantize": {"mode": "dynamic"}}],
+        "latency": {"batchSizes": [1], "iterations": 2, "warmup": 0, "rounds": 1, "measureMemory": False},
+        "store": str(tmp_path / "store"),
+        "workDir": str(tmp_path / "work"),
+    }
+    config.update(changes)
+    return config
+
+
+def _refusal(config: dict[str, Any]) -> OptimizeError:
+    with pytest.raises(OptimizeError) as caught:
+        run(parse_config(config))
+    assert "Traceback" not in caught.value.message
+    return caught.value
+
+
+def test_truncated_onnx_source(mlp: Any, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(mlp.onnx.read_bytes()[:200])
+    error = _refusal(_config(mlp, tmp_path, source={"uri": str(truncated)}))
+    assert error.reason == errors.SOURCE_UNREADABLE
+    assert "truncated or not an ONNX model" in error.message
+
+
+def test_missing_source(mlp: Any, tmp_path: Path) -> None:
+    error = _refusal(_config(mlp, tmp_path, source={"uri": str(tmp_path / "nope.onnx")}))
+    assert error.reason == errors.SOURCE_UNREADABLE
+    assert "does not exist" in error.message
+
+
+def test_state_dict_that_does_not_fit_the_factory(mlp: Any, tmp_path: Path) -> None:
+    source = mlp.source_config() | {"factoryKwargs": {"hidden": [32]}}
+    error = _refusal(_config(mlp, tmp_path, source=source))
+    assert error.reason == errors.STATE_DICT_MISMATCH
+
+
+def test_unknown_factory(mlp: Any, tmp_path: Path) -> None:
+    source = mlp.source_config() | {"factory": "optimodel_jobs.models:no_such_model"}
+    assert _refusal(_config(mlp, tmp_path, source=source)).reason == errors.FACTORY_NOT_FOUND
+
+
+def test_input_names_that_do_not_match(mlp: Any, tmp_path: Path) -> None:
+    data = np.load(mlp.evaluation)
+    path = tmp_path / "renamed.npz"
+    np.savez(path, pixels=data["x"], other=data["x"], label=data["label"])
+    error = _refusal(_config(mlp, tmp_path, evaluation={"dataset": str(path)}))
+    assert error.reason == errors.INPUT_MISMATCH
+    assert "'x'" in error.message and "pixels" in error.message
+
+
+def test_shapes_that_do_not_match(mlp: Any, tmp_path: Path) -> None:
+    data = np.load(mlp.evaluation)
+    path = tmp_path / "narrow.npz"
+    np.savez(path, x=data["x"][:, :50], label=data["label"])
+    error = _refusal(_config(mlp, tmp_path, evaluation={"dataset": str(path)}))
+    assert error.reason == errors.SHAPE_MISMATCH
+    assert "[50]" in error.message and "[64]" in error.message
+
+
+def test_labels_missing_when_the_metric_needs_them(mlp: Any, tmp_path: Path) -> None:
+    path = tmp_path / "unlabeled.npz"
+    np.savez(path, x=np.load(mlp.evaluation)["x"])
+    error = _refusal(_config(mlp, tmp_path, evaluation={"dataset": str(path), "metric": "accuracy"}))
+    assert error.reason == errors.LABELS_MISSING
+    # ...while the agreement metric needs none and the run goes through.
+    result = run(parse_config(_config(mlp, tmp_path, evaluation={"dataset": str(path), "metric": "agreement"})))
+    assert result.source.metric == 1.0
+
+
+def test_empty_dataset(mlp: Any, tmp_path: Path) -> None:
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros((0, 64), np.float32), label=np.zeros(0, np.int64))
+    assert _refusal(_config(mlp, tmp_path, evaluation={"dataset": str(path)})).reason == errors.DATASET_EMPTY
+
+
+def test_unknown_metric_is_refused_before_any_work(mlp: Any, tmp_path: Path) -> None:
+    error = _refusal(_config(mlp, tmp_path, evaluation={"dataset": str(mlp.evaluation), "metric": "bleu"}))
+    assert error.reason == errors.UNKNOWN_METRIC
+    assert "accuracy" in error.message  # the known ones are listed
+    assert not (tmp_path / "work" / "source").exists()
+
+
+def test_unknown_format_and_corrupt_dataset(mlp: Any, tmp_path: Path) -> None:
+    other = tmp_path / "data.txt"
+    other.write_text("1,2,3")
+    assert _refusal(_config(mlp, tmp_path, evaluation={"dataset": str(other)})).reason == errors.DATASET_FORMAT_UNKNOWN
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(mlp.evaluation.read_bytes()[:300])
+    assert _refusal(_config(mlp, tmp_path, evaluation={"dataset": str(corrupt)})).reason == errors.DATASET_UNREADABLE
+
+
+def test_csv_and_parquet_through_fsspec(mlp: Any, tmp_path: Path) -> None:
+    data = np.load(mlp.evaluation)
+    frame = pd.DataFrame(data["x"], columns=[f"f{i}" for i in range(64)])
+    frame["label"] = data["label"]
+    with fsspec.open("memory://optimizer-test/eval.csv", "w") as handle:
+        frame.to_csv(handle, index=False)
+    frame.to_parquet(tmp_path / "eval.parquet")
+    for uri in ("memory://optimizer-test/eval.csv", f"file://{tmp_path}/eval.parquet"):
+        result = run(parse_config(_config(mlp, tmp_path, evaluation={"dataset": uri}, variants=[])))
+        assert result.source.metric == pytest.approx(float(mlp.meta["torch_eval_accuracy"]), abs=1e-6)
+
+
+def test_config_problems_name_the_field(mlp: Any, tmp_path: Path) -> None:
+    with pytest.raises(OptimizeError) as caught:
+        parse_config(_config(mlp, tmp_path, evaluation={"dataset": "x.npz", "maxDrop": -1}))
+    assert caught.value.reason == errors.CONFIG_INVALID
+    assert "evaluation.maxDrop" in caught.value.message or "evaluation.max_drop" in caught.value.message
+    error = _refusal(_config(mlp, tmp_path, variants=[{"name": "b", "from": "a", "quantize": {}}]))
+    assert error.reason == errors.VARIANT_PARENT_UNKNOWN
+
+
+def test_pruning_an_onnx_source_fails_that_variant_only(mlp: Any, tmp_path: Path) -> None:
+    variants = [{"name": "pruned", "prune": {"ratio": 0.5}}, {"name": "int8", "quantize": {"mode": "dynamic"}}]
+    result = run(parse_config(_config(mlp, tmp_path, variants=variants)))
+    pruned, int8 = result.variants
+    assert pruned.error is not None and pruned.error.reason == errors.TORCH_SOURCE_REQUIRED
+    assert pruned.gate is not None and not pruned.gate.deployable
+    assert int8.error is None and int8.manifest_uri is not None
+
+
+def test_job_entrypoint_reports_reason_as_json(mlp: Any, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(mlp.onnx.read_bytes()[:100])
+    config = json.dumps(_config(mlp, tmp_path, source={"uri": str(truncated)}))
+    termination = tmp_path / "termination-log"
+    completed = subprocess.run(
+        [sys.executable, "-m", "optimodel_jobs", "--config", config],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OPTIMODEL_TERMINATION_LOG": str(termination)},
+    )
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr + completed.stdout
+    payload = json.loads(completed.stderr.strip().splitlines()[-1])
+    assert payload["reason"] == errors.SOURCE_UNREADABLE
+    assert json.loads(termination.read_text()) == payload

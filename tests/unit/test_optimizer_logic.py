@@ -1,0 +1,136 @@
+"""Pure decisions of the optimizer (providers, threads, int8 settings, ordering, pool choice, latency
+statistics) and the structured pruner on the attention encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from optimodel_jobs.artifacts import GateVerdict
+from optimodel_jobs.config import QuantizeSpec, parse_config
+from optimodel_jobs.errors import OptimizeError
+from optimodel_jobs.latency import LatencyStats, summarize
+from optimodel_jobs.models import build_cnn, build_encoder, build_mlp, parameter_count
+from optimodel_jobs.onnx_export import export_module
+from optimodel_jobs.pipeline import VariantOutcome, choose_for_pools, order_variants, pool_for
+from optimodel_jobs.prune import find_sequential_pairs, keep_count, prune_structured
+from optimodel_jobs.quantize import resolve_settings
+from optimodel_jobs.runtime import choose_providers, threads_for
+
+BASE = {"source": {"uri": "m.onnx"}, "evaluation": {"dataset": "e.npz"}}
+
+
+def test_provider_fallback_is_recorded() -> None:
+    gpu = choose_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert gpu.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"] and gpu.fallback is None
+    cpu_only = choose_providers("tensorrt", ["CPUExecutionProvider"])
+    assert cpu_only.effective == "CPUExecutionProvider"
+    assert cpu_only.fallback is not None and "TensorrtExecutionProvider is not available" in cpu_only.fallback
+    no_trt = choose_providers("tensorrt", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert no_trt.effective == "CUDAExecutionProvider" and no_trt.fallback is not None
+
+
+@pytest.mark.parametrize(("limit", "threads"), [(0.5, 1), (1.0, 1), (1.9, 1), (2.0, 2), (4.5, 4)])
+def test_threads_never_exceed_whole_cpus(limit: float, threads: int) -> None:
+    assert threads_for(limit) == threads
+
+
+def test_int8_settings_follow_the_cpu() -> None:
+    dynamic = QuantizeSpec(mode="dynamic")
+    static = QuantizeSpec(mode="static")
+    no_vnni = resolve_settings(dynamic, has_vnni=False)
+    assert no_vnni.reduce_range and no_vnni.per_channel and "saturation" in no_vnni.why
+    vnni = resolve_settings(dynamic, has_vnni=True)
+    assert not vnni.reduce_range and not vnni.per_channel
+    assert resolve_settings(static, has_vnni=True).per_channel
+    forced = resolve_settings(QuantizeSpec(mode="static", reduce_range=True, per_channel=False), has_vnni=True)
+    assert forced.reduce_range and not forced.per_channel
+
+
+def test_latency_statistics() -> None:
+    stats = summarize(8, [0.001] * 98 + [0.010, 0.020])
+    assert stats.p50_ms == pytest.approx(1.0)
+    assert stats.p99_ms > 9.0
+    assert stats.throughput_per_s == pytest.approx(8 * 1000 / stats.mean_ms)
+    assert stats.samples == 100
+
+
+def test_variant_order_and_cycles() -> None:
+    config = parse_config({**BASE, "variants": [
+        {"name": "c", "from": "b", "quantize": {}}, {"name": "b", "from": "a", "distill": {}}, {"name": "a", "prune": {}},
+    ]})
+    assert [v.name for v in order_variants(config.variants)] == ["a", "b", "c"]
+    cyclic = parse_config({**BASE, "variants": [{"name": "a", "from": "b"}, {"name": "b", "from": "a"}]})
+    with pytest.raises(OptimizeError, match="cycle"):
+        order_variants(cyclic.variants)
+
+
+def _outcome(name: str, provider: str, p50: float, deployable: bool) -> VariantOutcome:
+    outcome = VariantOutcome(name=name, kind="x", parent=None, provider=choose_providers(provider, ["CPUExecutionProvider"]))
+    outcome.gate = GateVerdict(passed=deployable, reason="", deployable=deployable)
+    outcome.latency = {1: LatencyStats(1, p50, p50, p50, p50, 1000 / p50, 10)}
+    return outcome
+
+
+def test_pool_choice_prefers_fastest_deployable_and_respects_names() -> None:
+    config = parse_config({**BASE, "variants": [{"name": n} for n in ("fast-bad", "ok", "fp16")],
+                           "pools": [{"name": "cpu"}, {"name": "gpu", "provider": "cuda"}, {"name": "pinned", "variant": "ok"}]})
+    outcomes = [_outcome("fast-bad", "cpu", 0.5, False), _outcome("ok", "cpu", 1.0, True), _outcome("fp16", "cuda", 2.0, True)]
+    assert choose_for_pools(config, outcomes, 1) == {"cpu": "ok", "gpu": "fp16", "pinned": "ok"}
+    nothing = [_outcome("fast-bad", "cpu", 0.5, False)]
+    assert choose_for_pools(config, nothing, 1)["cpu"] is None
+
+
+def test_fp16_goes_to_a_gpu_pool_by_default() -> None:
+    config = parse_config({**BASE, "variants": [{"name": "half", "convert": {}}, {"name": "q", "quantize": {}}],
+                           "pools": [{"name": "cpu"}, {"name": "gpu", "provider": "tensorrt"}]})
+    assert pool_for(config, config.variants[0]).name == "gpu"
+    assert pool_for(config, config.variants[1]).name == "cpu"
+
+
+def test_keep_count_rounds_to_simd_widths() -> None:
+    assert keep_count(1024, 0.5) == 512
+    assert keep_count(2048, 0.6) == 816
+    assert keep_count(16, 0.9) == 8
+    assert keep_count(8, 0.5) == 4
+    assert keep_count(3, 0.9) == 1
+
+
+def test_sequential_pairs_found_for_mlp_and_cnn() -> None:
+    assert len(find_sequential_pairs(build_mlp(hidden=(32, 16)))) == 2
+    cnn_pairs = find_sequential_pairs(build_cnn(channels=(4, 8, 8)))
+    assert len(cnn_pairs) == 3  # conv->conv, conv->conv, conv->(pool, flatten)->linear
+    assert all(len(pair.norms) == 1 for pair in cnn_pairs)  # each carries its BatchNorm along
+
+
+def test_encoder_heads_and_ffn_really_removed(tmp_path: object) -> None:
+    torch.manual_seed(0)
+    encoder = build_encoder(vocab=50, seq_len=8, hidden=32, layers=2, heads=4, ffn=64, classes=3).eval()
+    ids = torch.randint(0, 50, (16, 8))
+    before = parameter_count(encoder)
+
+    def run_batches() -> None:
+        encoder(ids)
+
+    details = prune_structured(encoder, ratio=0.5, heads_ratio=0.5, run_batches=run_batches)
+    assert [layer.attention.heads for layer in encoder.layers] == [2, 2]
+    assert encoder.layers[0].attention.query.weight.shape == (16, 32)
+    assert encoder.layers[0].feed_forward.intermediate.weight.shape == (32, 32)
+    assert parameter_count(encoder) < 0.75 * before
+    assert {b["block"] for b in details["blocks"]} == {"attention", "feed_forward"}
+    # The pruned module still runs and exports to a smaller ONNX graph that ONNX Runtime executes.
+    path = export_module(encoder, {"input_ids": ids[:2].numpy()}, ["logits"], tmp_path / "pruned.onnx")  # type: ignore[operator]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input_ids": ids.numpy()})[0]
+    np.testing.assert_allclose(out, encoder(ids).detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_pruner_refuses_models_it_does_not_understand() -> None:
+    class Opaque(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    with pytest.raises(ValueError, match="no structure the pruner understands"):
+        prune_structured(Opaque(), 0.5, None, lambda: None)
