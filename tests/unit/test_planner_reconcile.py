@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optimodel_operator.api import ConditionStatus, ConditionType, Reason
 from optimodel_operator.api.conditions import CONDITION_ORDER
@@ -198,3 +200,19 @@ def test_ready_is_derived_from_the_stages(
 def test_merge_patch(old: dict, new: dict, patch: dict) -> None:
     assert merge_patch(old, new) == patch
     assert apply(old, patch) == new
+
+
+_json_leaf = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.booleans(), st.lists(st.integers(0, 3), max_size=3))
+_json_obj = st.recursive(
+    st.dictionaries(st.sampled_from("abcd"), _json_leaf, max_size=4),
+    lambda inner: st.dictionaries(st.sampled_from("abcd"), st.one_of(_json_leaf, inner), max_size=4),
+    max_leaves=12,
+)
+
+
+@given(old=_json_obj, new=_json_obj)
+@settings(max_examples=200, deadline=None)
+def test_merge_patch_always_reaches_new(old: dict, new: dict) -> None:
+    patch = merge_patch(old, new)
+    assert apply(old, patch) == new
+    assert (patch == {}) is (old == new)

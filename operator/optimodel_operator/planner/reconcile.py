@@ -24,9 +24,9 @@ class Decision:
     """Set when the spec is invalid: the handler stops retrying until the spec changes."""
 
 
-def reconcile(view: ResourceView, now: datetime, config: PlannerConfig = PlannerConfig()) -> Decision:
+def reconcile(view: ResourceView, now: datetime, config: PlannerConfig | None = None) -> Decision:
     previous = read_status(view.status)
-    verdict = judge_spec(view.spec, config)
+    verdict = judge_spec(view.spec, config or PlannerConfig())
     new = desired_status(view.generation, verdict, previous, now)
     new_wire = new.to_wire()
     # Compare against the stored status as the model reads it (1 and 1.0 alike), but also delete
