@@ -31,6 +31,16 @@ def pid_file(state_dir: Path) -> Path:
     return state_dir / "node-agent.pid"
 
 
+def running_agent_pid(state_dir: Path) -> int | None:
+    """The pid in node-agent.pid if that process is a live node agent."""
+    try:
+        pid = int(pid_file(state_dir).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"optimodel_localcluster.node_agent\0run" in cmdline else None
+
+
 def discard_record(directory: Path, record: PodRecord) -> None:
     """Stop whatever a pod record still runs and remove its network and folder."""
     for container in record.containers.values():
@@ -55,6 +65,10 @@ class Agent:
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        other = running_agent_pid(self.state_dir)
+        if other is not None and other != os.getpid():
+            log.error("another node agent (pid %s) already serves %s; stop it first", other, self.state_dir)
+            return 3
         pid_file(self.state_dir).write_text(f"{os.getpid()}\n")
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
@@ -89,7 +103,8 @@ class Agent:
                 servers.stop()
             if self.api is not None:
                 self.api.close()
-            pid_file(self.state_dir).unlink(missing_ok=True)
+            if running_agent_pid(self.state_dir) in (None, os.getpid()):
+                pid_file(self.state_dir).unlink(missing_ok=True)
             log.info("node agent stopped")
 
     def _until_api_answers(self, action: Any) -> None:

@@ -8,19 +8,10 @@ import signal
 from pathlib import Path
 
 from . import network, records, runtime
-from .agent import pid_file, wait_for_exit
+from .agent import pid_file, running_agent_pid, wait_for_exit
 from .config import NodeAgentConfig
 
 log = logging.getLogger(__name__)
-
-
-def _agent_pid(state_dir: Path) -> int | None:
-    try:
-        pid = int(pid_file(state_dir).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if b"optimodel_localcluster.node_agent" in cmdline else None
 
 
 def _remove_mountpoints(state_dir: Path) -> list[str]:
@@ -50,7 +41,7 @@ def _remove_mountpoints(state_dir: Path) -> list[str]:
 
 def cleanup(state_dir: Path, config: NodeAgentConfig) -> list[str]:
     removed: list[str] = []
-    pid = _agent_pid(state_dir)
+    pid = running_agent_pid(state_dir)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         if not wait_for_exit(pid, 30):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,19 @@ class KubeApi:
         token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
         if token:
             headers["Authorization"] = token if token.lower().startswith("bearer ") else f"Bearer {token}"
-        cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
-        verify: str | bool = configuration.ssl_ca_cert or configuration.verify_ssl
+        verify: ssl.SSLContext | bool
+        if configuration.verify_ssl:
+            verify = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+        else:
+            verify = ssl._create_unverified_context()
+        if configuration.cert_file:
+            verify.load_cert_chain(configuration.cert_file, configuration.key_file)
         self.host = configuration.host.rstrip("/")
         self._client = httpx.Client(
-            base_url=self.host, headers=headers, cert=cert, verify=verify, timeout=timeout,
+            base_url=self.host, headers=headers, verify=verify, timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
-        self._watch_client = httpx.Client(base_url=self.host, headers=headers, cert=cert, verify=verify,
+        self._watch_client = httpx.Client(base_url=self.host, headers=headers, verify=verify,
                                           timeout=httpx.Timeout(timeout, read=None))
 
     def close(self) -> None:

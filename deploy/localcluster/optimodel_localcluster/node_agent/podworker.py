@@ -231,12 +231,12 @@ class PodWorker(threading.Thread):
                 shutil.rmtree(self.dir, ignore_errors=True)
                 return
             if self._shutdown:
-                self._stop_all(SHUTDOWN_GRACE_SECONDS)
+                self._stop_all(SHUTDOWN_GRACE_SECONDS, record_exits=False)
                 self._teardown_sandbox(keep_address=True)
                 return
             pod = self.pod
             if pod["metadata"].get("deletionTimestamp"):
-                self._delete(pod)
+                self._delete_pod(pod)
                 return
             self._step()
             self._publish()
@@ -560,7 +560,21 @@ class PodWorker(threading.Thread):
     def _running(self) -> list[ContainerRun]:
         return [c for c in [*self.init, *self.containers] if c.record.state == "running" and c.state.handle]
 
-    def _stop_all(self, grace: float) -> None:
+    def _stop_all(self, grace: float, record_exits: bool = True) -> None:
+        """Stop every running container. Without `record_exits` (agent shutdown) the exits stay unrecorded,
+        so the restarted agent reads them from the shims' exit files and applies the restart policy."""
+        if not record_exits:
+            handles = [(c.state.handle, c.popen) for c in self._running()]
+            for handle, _ in handles:
+                runtime.signal_group(handle, signal.SIGTERM)  # type: ignore[arg-type]
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(
+                (p.poll() is None) if p is not None else runtime.is_alive(h) for h, p in handles  # type: ignore[arg-type]
+            ):
+                time.sleep(0.1)
+            for handle, popen in handles:
+                runtime.stop(handle, 0, popen)  # type: ignore[arg-type]
+            return
         self._terminating = True
         running = self._running()
         for container in running:
@@ -595,7 +609,7 @@ class PodWorker(threading.Thread):
             code = None
         self._on_exit(container, runtime.read_exit(container.files, code))
 
-    def _delete(self, pod: Json) -> None:
+    def _delete_pod(self, pod: Json) -> None:
         meta = pod["metadata"]
         grace = meta.get("deletionGracePeriodSeconds")
         grace = float(grace if grace is not None else self._grace_seconds())
