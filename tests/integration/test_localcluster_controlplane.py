@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 
 import httpx
@@ -16,13 +17,14 @@ pytestmark = pytest.mark.cluster
 
 def test_api_server_refuses_anonymous_and_enforces_rbac(local_cluster: LocalCluster) -> None:
     pki = local_cluster.layout.pki
-    ca = str(pki / "ca.crt")
+    ca = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     anonymous = httpx.get(f"{local_cluster.apiserver_url}/api/v1/namespaces/default/pods", verify=ca)
     assert anonymous.status_code == 403
-    with pytest.raises(httpx.ConnectError):
-        # Plain HTTP is not served at all.
-        httpx.get(f"http://127.0.0.1:{local_cluster.ports.apiserver}/api", timeout=2).raise_for_status()
-    prometheus = httpx.Client(verify=ca, cert=(str(pki / "prometheus.crt"), str(pki / "prometheus.key")))
+    plain = httpx.get(f"http://127.0.0.1:{local_cluster.ports.apiserver}/api", timeout=2)
+    assert plain.status_code == 400 and "HTTPS" in plain.text, "plain HTTP is never served"
+    with_client_cert = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    with_client_cert.load_cert_chain(str(pki / "prometheus.crt"), str(pki / "prometheus.key"))
+    prometheus = httpx.Client(verify=with_client_cert)
     assert prometheus.get(f"{local_cluster.apiserver_url}/api/v1/pods").status_code == 200
     assert prometheus.get(f"{local_cluster.apiserver_url}/api/v1/secrets").status_code == 403
     denied = prometheus.post(f"{local_cluster.apiserver_url}/api/v1/namespaces/default/configmaps",

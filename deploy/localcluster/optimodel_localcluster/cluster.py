@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -175,9 +176,9 @@ class LocalCluster:
     # --- health ----------------------------------------------------------------------------
     def _https(self) -> httpx.Client:
         pki = self.layout.pki
-        return httpx.Client(
-            verify=str(pki / "ca.crt"), cert=(str(pki / "admin.crt"), str(pki / "admin.key")), timeout=2.0
-        )
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return httpx.Client(verify=context, timeout=2.0)
 
     def _healthy(self, name: str) -> bool:
         try:
