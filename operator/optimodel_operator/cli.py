@@ -33,6 +33,9 @@ def _register() -> None:
     from optimodel_jobs.cli import optimize as optimize_command
 
     app.command("optimize")(optimize_command)
+    from optimodel_operator.demo import demo as demo_command
+
+    app.command("demo")(demo_command)
 
 
 _register()

@@ -242,7 +242,9 @@ class LocalCluster:
 
     # --- down ------------------------------------------------------------------------------
     def down(self, report: Report = _quiet) -> None:
-        for name in reversed(COMPONENTS):
+        # Processes started beside the cluster (the demo's operator, say) go first, while the API is up.
+        extras = sorted(p.stem for p in self.layout.run.glob("*.pid") if p.stem not in COMPONENTS)
+        for name in [*extras, *reversed(COMPONENTS)]:
             if self.process(name).stop(timeout=15 if name == "node-agent" else 10):
                 report(f"{name}: stopped")
         # Whatever the node agent could not clean on its way out (it may have been killed).
