@@ -46,8 +46,8 @@ class Quantize(ApiModel):
     """dynamic or static."""
     weight_type: WeightType = WeightType.INT8
     """Integer type of the weights."""
-    per_channel: bool = False
-    """Quantize weights per output channel rather than per tensor."""
+    per_channel: bool | None = None
+    """Quantize weights per output channel rather than per tensor; unset lets the optimizer choose per model."""
     calibration: Calibration | None = None
     """Calibration for static mode (required there, refused for dynamic)."""
 
@@ -99,6 +99,8 @@ class Prune(ApiModel):
     """Share of the structures to remove in each pruned layer, between 0 and 1 exclusive."""
     granularity: PruneGranularity = PruneGranularity.CHANNEL
     """What one removed structure is."""
+    heads_amount: float | None = Field(None, ge=0, lt=1)
+    """Share of attention heads to remove in each attention layer (transformer models); unset keeps them."""
     norm: PruneNorm = PruneNorm.L2
     """Importance measure."""
     fine_tune_epochs: int = Field(1, ge=0, le=1000)
