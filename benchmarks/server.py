@@ -78,6 +78,41 @@ class OnnxModel(MLModel):
         return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output(self._output, y)])
 '''
 
+# The floor for a Python HTTP server: Starlette under uvicorn (httptools, uvloop), orjson, ONNX Runtime
+# called inline, no checks, no metrics, no batching. Our server is measured against it to show what
+# the checks, metrics, batching and drift cost; the issue's reference figures came from such an app.
+MINIMAL_APP = '''
+import sys
+import numpy as np
+import onnxruntime as ort
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+
+
+async def infer(request):
+    doc = orjson.loads(await request.body())
+    tensor = doc["inputs"][0]
+    x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+    y = session.run(None, {tensor["name"]: x})[0]
+    body = {"model_name": "mlp", "outputs": [{"name": "logits", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel()}]}
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+async def ready(request):
+    return Response(b"{}", media_type="application/json")
+
+
+app = Starlette(routes=[Route("/v2/models/mlp/infer", infer, methods=["POST"]), Route("/v2/health/ready", ready)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop", http="httptools", access_log=False, log_level="warning")
+'''
+
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -231,6 +266,19 @@ def start_ours(manifest_uri: str, core: int, cache: Path, drift: bool) -> tuple[
     return process, f"{base}/v2/models/mlp/infer"
 
 
+def start_minimal(model_path: Path, core: int, workdir: Path) -> tuple[subprocess.Popen, str]:
+    script = workdir / "minimal_app.py"
+    script.write_text(MINIMAL_APP)
+    port = free_port()
+    process = subprocess.Popen(
+        isolated([sys.executable, str(script), str(model_path), str(port)], core),
+        stdout=subprocess.DEVNULL, stderr=None, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(f"{base}/v2/health/ready", process)
+    return process, f"{base}/v2/models/mlp/infer"
+
+
 def start_mlserver(binary: Path, model_path: Path, core: int, workdir: Path) -> tuple[subprocess.Popen, str]:
     models = workdir / "mlserver"
     model_dir = models / "mlp"
@@ -320,6 +368,13 @@ def main() -> None:
         finally:
             stop(process)
 
+        log("minimal Starlette app (no checks, metrics or batching): the floor for Python")
+        process, url = start_minimal(model_path, args.server_core, tmp)
+        try:
+            minimal = sweep(wrk, args.load_core, url, script, [1, 16], seconds, warmup)
+        finally:
+            stop(process)
+
         log(f"drift metrics on vs off at c16, {rounds} interleaved rounds")
         drift_runs: dict[bool, list[float]] = {True: [], False: []}
         servers = {flag: start_ours(manifest_uri, args.server_core, tmp / f"cache-{flag}", drift=flag) for flag in (True, False)}
@@ -354,6 +409,7 @@ def main() -> None:
         "overhead_p50_ms_c1": round((ours[1]["p50_us"] - raw["p50_us"]) / 1000, 3),
         "overhead_p99_ms_c1": round((ours[1]["p99_us"] - raw["p99_us"]) / 1000, 3),
         "ours": {f"c{c}": {"p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000, "rps": round(s["throughput_rps"])} for c, s in ours.items()},
+        "minimal_starlette": {f"c{c}": {"p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000, "rps": round(s["throughput_rps"])} for c, s in minimal.items()},
         "drift_metrics_throughput_cost": round(1 - drift_on / drift_off, 4),
         "drift_on_rps_c16": round(drift_on),
         "drift_off_rps_c16": round(drift_off),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,11 @@ class DataPlane:
             "intra_op_threads": str(model.intra_op_threads),
             "batchable": str(model.batchable).lower(),
         })
+        # Everything alive now (modules, the session, the app) lives as long as the process: moved out of
+        # the collector's sight, a full collection no longer walks it. Measured: p99 at concurrency 16
+        # fell from ~17 ms (full collections under batching) to the level of a minimal app.
+        gc.collect()
+        gc.freeze()
         self.state = ModelState.READY
         self.state_reason = "serving"
         metrics.ready.set(1)
