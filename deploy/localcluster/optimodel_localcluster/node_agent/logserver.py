@@ -122,6 +122,7 @@ class LogServers:
         self.state_dir = state_dir
         self.ports = ports
         self.servers: list[ThreadingHTTPServer] = []
+        self._stopped = threading.Event()
 
     def _tls(self) -> ssl.SSLContext | None:
         pki = self.state_dir / "pki"
@@ -140,18 +141,33 @@ class LogServers:
             log.warning("no %s/pki/kubelet-serving.crt: `kubectl logs` is unavailable, logs stay in %s",
                         self.state_dir, records.pods_root(self.state_dir))
             return
-        for node, port in self.ports.items():
-            try:
-                server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(self.state_dir))
-            except OSError as error:
-                log.warning("node %s: cannot serve logs on port %s: %s", node, port, error)
-                continue
-            server.daemon_threads = True
-            server.socket = tls.wrap_socket(server.socket, server_side=True)
-            threading.Thread(target=server.serve_forever, name=f"logs-{node}", daemon=True).start()
-            self.servers.append(server)
+        waiting = {node: port for node, port in self.ports.items() if not self._serve(node, port, tls, quiet=False)}
+        if waiting:
+            threading.Thread(target=self._retry, args=(waiting, tls), name="logs-retry", daemon=True).start()
+
+    def _serve(self, node: str, port: int, tls: ssl.SSLContext, quiet: bool) -> bool:
+        try:
+            server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(self.state_dir))
+        except OSError as error:
+            if not quiet:
+                log.warning("node %s: cannot serve logs on port %s yet (%s); retrying every 5s", node, port, error)
+            return False
+        server.daemon_threads = True
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, name=f"logs-{node}", daemon=True).start()
+        self.servers.append(server)
+        return True
+
+    def _retry(self, waiting: dict[str, int], tls: ssl.SSLContext) -> None:
+        # A port still held by a previous agent that is shutting down frees up within seconds.
+        while waiting and not self._stopped.wait(5):
+            for node, port in list(waiting.items()):
+                if self._serve(node, port, tls, quiet=True):
+                    log.info("node %s: serving logs on port %s", node, port)
+                    del waiting[node]
 
     def stop(self) -> None:
+        self._stopped.set()
         for server in self.servers:
             server.shutdown()
             server.server_close()
