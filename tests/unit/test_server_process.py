@@ -109,3 +109,23 @@ def test_optimodel_serve_is_registered_in_the_cli() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--manifest" in result.stdout and "OPTIMODEL_SERVER_MANIFEST" in result.stdout
+
+
+def test_requests_beyond_max_inflight_are_answered_429_at_once(artifact: tuple) -> None:
+    tmp, uri = artifact
+    process, base = _start(tmp, uri, "--max-inflight", "1", "--fault-latency-ms", "800")
+    try:
+        answers: list[httpx.Response] = []
+        slow = threading.Thread(target=lambda: answers.append(httpx.post(f"{base}/v2/models/mlp/infer", json=infer_body(), timeout=10)))
+        slow.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        refused = httpx.post(f"{base}/v2/models/mlp/infer", json=infer_body(), timeout=10)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert "already in flight" in refused.json()["error"]
+        assert time.monotonic() - started < 0.5, "overload must be answered at once"
+        slow.join(10)
+        assert answers[0].status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
