@@ -33,11 +33,13 @@ class SourceSpec(Spec):
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
     input_names: list[str] | None = None
     output_names: list[str] = Field(default_factory=lambda: ["logits"])
+    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
 
     @model_validator(mode="after")
-    def _factory_for_torch(self) -> SourceSpec:
+    def _torch_without_factory_is_torchscript(self) -> SourceSpec:
+        # The OptimizedModel API's "torch" is a TorchScript archive; with a factory it is a state dict.
         if self.format == "torch" and not self.factory:
-            raise ValueError("source.format 'torch' needs source.factory ('package.module:function')")
+            self.format = "torchscript"
         return self
 
 
@@ -53,23 +55,33 @@ class DatasetSpec(Spec):
     label: str = "label"
     columns: dict[str, list[str]] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_uri(cls, value: Any) -> Any:
+        return {"uri": value} if isinstance(value, str) else value
 
-def _dataset(value: Any) -> Any:
-    return {"uri": value} if isinstance(value, str) else value
+
+class Budgets(Spec):
+    """Gate limits besides accuracy, checked once latency and size are measured (unset: no limit)."""
+
+    max_latency_ms: float | None = Field(default=None, gt=0)  # p99 at the smallest batch size
+    min_speedup: float | None = Field(default=None, gt=0)  # p50 of the source / p50 of the variant
+    max_size_mib: float | None = Field(
+        default=None, gt=0, validation_alias=AliasChoices("maxSizeMiB", "maxSizeMib", "max_size_mib")
+    )
 
 
-class EvaluationSpec(Spec):
+class EvaluationSpec(Budgets):
     dataset: DatasetSpec
     metric: str = "accuracy"
+    top_k: int | None = Field(default=None, ge=2)
     max_drop: float = Field(default=0.01, ge=0)
-    drop_type: Literal["relative", "absolute"] = "relative"
+    drop_type: Literal["relative", "absolute"] = Field(
+        default="relative", validation_alias=AliasChoices("dropType", "maxDropMode", "drop_type")
+    )
     higher_is_better: bool | None = None
     min_agreement: float | None = Field(default=None, ge=0, le=1)
-
-    @field_validator("dataset", mode="before")
-    @classmethod
-    def _dataset_from_uri(cls, value: Any) -> Any:
-        return _dataset(value)
+    min_samples: int = Field(default=1, ge=1)
 
 
 class CalibrationSpec(Spec):
@@ -77,11 +89,6 @@ class CalibrationSpec(Spec):
     samples: int = Field(default=256, gt=0)
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(default=99.999, gt=90, le=100)
-
-    @field_validator("dataset", mode="before")
-    @classmethod
-    def _dataset_from_uri(cls, value: Any) -> Any:
-        return _dataset(value)
 
 
 class FallbackSpec(Spec):
@@ -107,12 +114,25 @@ class ConvertSpec(Spec):
     keep_io_types: bool = True
 
 
+class GateOverride(Budgets):
+    """Per-variant replacements for the evaluation's gate settings."""
+
+    max_drop: float | None = Field(default=None, ge=0)
+    drop_type: Literal["relative", "absolute"] | None = Field(
+        default=None, validation_alias=AliasChoices("dropType", "maxDropMode", "drop_type")
+    )
+
+
 class PruneSpec(Spec):
     """Structured pruning: ``ratio`` of the hidden neurons / channels / FFN units removed;
-    ``heads_ratio`` of the attention heads (defaults to ``ratio``)."""
+    ``heads_ratio`` of the attention heads (defaults to ``ratio``). ``dataset``: data for the
+    importance pass and fine-tuning (default: the job's training data)."""
 
-    ratio: float = Field(default=0.5, gt=0, lt=1)
-    heads_ratio: float | None = Field(default=None, ge=0, lt=1)
+    ratio: float = Field(default=0.5, gt=0, lt=1, validation_alias=AliasChoices("ratio", "amount"))
+    heads_ratio: float | None = Field(default=None, ge=0, lt=1, validation_alias=AliasChoices("headsRatio", "headsAmount", "heads_ratio"))
+    dataset: DatasetSpec | None = None
+    granularity: str | None = None  # recorded; the structure decides what a unit is (neuron, channel, head)
+    norm: str | None = None  # recorded; importance is measured on data (activation x outgoing weight norm)
     fine_tune_epochs: int = Field(default=0, ge=0)
     lr: float = Field(default=5e-4, gt=0)
     temperature: float = Field(default=2.0, gt=0)
@@ -125,10 +145,11 @@ class DistillSpec(Spec):
     student: dict[str, Any] = Field(default_factory=dict)
     student_factory: str | None = None
     teacher: SourceSpec | None = None
+    dataset: DatasetSpec | None = None
     epochs: int = Field(default=3, ge=1)
     temperature: float = Field(default=2.0, gt=0)
-    alpha: float = Field(default=0.0, ge=0, le=1)
-    lr: float = Field(default=1e-3, gt=0)
+    alpha: float = Field(default=0.0, ge=0, le=1)  # weight of the hard-label loss (0: soft labels only)
+    lr: float = Field(default=1e-3, gt=0, validation_alias=AliasChoices("lr", "learningRate"))
     batch_size: int = Field(default=64, gt=0)
 
 
@@ -139,6 +160,7 @@ class VariantSpec(Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     from_: str | None = Field(default=None, validation_alias=AliasChoices("from", "from_"), serialization_alias="from")
     pool: str | None = None
+    gate: GateOverride | None = None
     quantize: QuantizeSpec | None = None
     convert: ConvertSpec | None = None
     prune: PruneSpec | None = None
@@ -182,7 +204,9 @@ class LatencySpec(Spec):
 
 class PoolSpec(Spec):
     name: str
-    provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
+        default="cpu", validation_alias=AliasChoices("provider", "executionProvider")
+    )
     variant: str | None = None
     cpu_limit: float | None = Field(default=None, gt=0)
 
@@ -206,25 +230,23 @@ class OptimizeConfig(Spec):
     report: str | None = None
     seed: int = 0
 
-    @field_validator("training", mode="before")
-    @classmethod
-    def _dataset_from_uri(cls, value: Any) -> Any:
-        return _dataset(value)
-
     @model_validator(mode="after")
     def _references(self) -> OptimizeConfig:
         names = [v.name for v in self.variants]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
-        if "source" in names:
-            raise ValueError("'source' is reserved for the source model; rename that variant")
+        reserved = sorted({"source", "auto"} & set(names))
+        if reserved:
+            raise ValueError(f"variant names {reserved} are reserved (the source model / automatic choice)")
         pool_names = {p.name for p in self.pools}
         for variant in self.variants:
             if variant.pool is not None and variant.pool not in pool_names:
                 raise ValueError(f"variant {variant.name!r} names pool {variant.pool!r}, which is not in pools")
         for pool in self.pools:
-            if pool.variant is not None and pool.variant not in names:
+            if pool.variant == "auto":
+                pool.variant = None
+            if pool.variant is not None and pool.variant != "source" and pool.variant not in names:
                 raise ValueError(f"pool {pool.name!r} names variant {pool.variant!r}, which is not in variants")
         return self
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from optimodel_jobs import errors
 from optimodel_jobs.artifacts import GateVerdict
-from optimodel_jobs.config import EvaluationSpec
+from optimodel_jobs.config import Budgets, EvaluationSpec, GateOverride
 from optimodel_jobs.errors import OptimizeError
 
 
@@ -93,13 +93,59 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def metric_for(name: str, task: str) -> Metric:
+# The OptimizedModel API's spellings.
+ALIASES = {"f1": "f1_macro", "topK": "top_k", "topk": "top_k"}
+
+
+def _top_k(k: int) -> Callable[[np.ndarray, np.ndarray | None, np.ndarray], float]:
+    def compute(outputs: np.ndarray, labels: np.ndarray | None, _source: np.ndarray) -> float:
+        assert labels is not None
+        best = np.argsort(-np.asarray(outputs), axis=-1)[:, :k]
+        return float(np.mean(np.any(best == labels.reshape(-1, 1), axis=1)))
+
+    return compute
+
+
+def metric_for(name: str, task: str, top_k: int | None = None) -> Metric:
+    name = ALIASES.get(name, name)
+    if name == "top_k":
+        if top_k is None:
+            raise OptimizeError(errors.UNKNOWN_METRIC, "metric top_k needs evaluation.topK (k)")
+        return Metric(f"top{top_k}", True, True, ("classification",), _top_k(top_k))
     metric = METRICS.get(name)
     if metric is None:
-        raise OptimizeError(errors.UNKNOWN_METRIC, f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
+        known = sorted([*METRICS, "top_k", *ALIASES])
+        raise OptimizeError(errors.UNKNOWN_METRIC, f"unknown metric {name!r}; known: {', '.join(known)}")
     if task not in metric.tasks:
         raise OptimizeError(errors.UNKNOWN_METRIC, f"metric {name!r} does not apply to a {task} task")
     return metric
+
+
+def with_override(evaluation: EvaluationSpec, override: GateOverride | None) -> EvaluationSpec:
+    """The evaluation settings for one variant: its own gate fields replace the defaults."""
+    if override is None:
+        return evaluation
+    changes = {k: v for k, v in override.model_dump().items() if v is not None}
+    return evaluation.model_copy(update=changes)
+
+
+def apply_budgets(
+    verdict: GateVerdict, budgets: Budgets, p99_ms: float | None, speedup: float | None, size_bytes: int | None
+) -> GateVerdict:
+    """Pure: the accuracy verdict, then the latency / speed-up / size limits (a failure names each)."""
+    if not verdict.passed:
+        return verdict
+    problems = []
+    if budgets.max_latency_ms is not None and (p99_ms is None or p99_ms > budgets.max_latency_ms):
+        problems.append(f"p99 {p99_ms if p99_ms is None else round(p99_ms, 3)} ms exceeds maxLatencyMs {budgets.max_latency_ms}")
+    if budgets.min_speedup is not None and (speedup is None or speedup < budgets.min_speedup):
+        problems.append(f"speed-up {speedup if speedup is None else round(speedup, 3)}x is below minSpeedup {budgets.min_speedup}")
+    if budgets.max_size_mib is not None and (size_bytes is None or size_bytes / 2**20 > budgets.max_size_mib):
+        size = None if size_bytes is None else round(size_bytes / 2**20, 3)
+        problems.append(f"size {size} MiB exceeds maxSizeMiB {budgets.max_size_mib}")
+    if not problems:
+        return verdict
+    return GateVerdict(passed=False, reason=f"{verdict.reason}; but {'; '.join(problems)}", deployable=False)
 
 
 def score(metric: Metric, outputs: np.ndarray, labels: np.ndarray | None, source_outputs: np.ndarray, task: str) -> float:

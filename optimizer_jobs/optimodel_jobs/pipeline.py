@@ -29,10 +29,10 @@ from optimodel_jobs.artifacts import (
     _atomic_put_bytes,
     write_artifact,
 )
-from optimodel_jobs.config import CalibrationSpec, DatasetSpec, OptimizeConfig, PoolSpec, VariantSpec
+from optimodel_jobs.config import CalibrationSpec, DatasetSpec, EvaluationSpec, OptimizeConfig, PoolSpec, VariantSpec
 from optimodel_jobs.datasets import Dataset, RawTable, bind, feature_names, read_table
 from optimodel_jobs.errors import OptimizeError
-from optimodel_jobs.gate import Metric, agreement, decide, metric_drop, metric_for, score
+from optimodel_jobs.gate import Metric, agreement, apply_budgets, decide, metric_drop, metric_for, score, with_override
 from optimodel_jobs.latency import LatencyStats, batch_of, measure_interleaved, peak_memory_mb
 from optimodel_jobs.runtime import ProviderChoice, choose_providers, cpu_limit_from_environment, predict, threads_for
 from optimodel_jobs.source import Source, fetch, load_source, load_torch_module
@@ -207,6 +207,9 @@ def choose_for_pools(config: OptimizeConfig, outcomes: list[VariantOutcome], bat
     chosen: dict[str, str | None] = {}
     deployable = [o for o in outcomes if o.gate is not None and o.gate.deployable and batch_size in o.latency]
     for pool in config.pools:
+        if pool.variant == "source":
+            chosen[pool.name] = "source"
+            continue
         named = [o for o in deployable if o.name == pool.variant]
         if named:
             chosen[pool.name] = named[0].name
@@ -244,7 +247,7 @@ class Pipeline:
 
     def run(self) -> RunResult:
         config = self.config
-        metric = metric_for(config.evaluation.metric, config.task)
+        metric = metric_for(config.evaluation.metric, config.task, config.evaluation.top_k)
         from optimodel_jobs.quantize import cpu_has_vnni
 
         self.has_vnni = cpu_has_vnni()
@@ -266,6 +269,12 @@ class Pipeline:
             source = load_source(config.source, self.work_dir, example)
         with self.step("bind datasets"):
             evaluation = bind(raw_eval, config.evaluation.dataset, source.inputs, need_labels=metric.needs_labels)
+            if len(evaluation) < config.evaluation.min_samples:
+                raise OptimizeError(
+                    errors.DATASET_TOO_SMALL,
+                    f"evaluation dataset {evaluation.uri} has {len(evaluation)} samples; "
+                    f"the gate needs at least minSamples={config.evaluation.min_samples}",
+                )
             calibration_data = self._secondary(raw_calibration, calibration_spec.dataset, raw_training, source, evaluation)
             training_data = self._training(raw_training, raw_calibration, calibration_spec.dataset, source, evaluation)
         threads_default = threads_for(config.latency.cpu_limit or cpu_limit_from_environment())
@@ -296,7 +305,7 @@ class Pipeline:
                 if parent.path is None:
                     raise OptimizeError(errors.VARIANT_FAILED, f"its parent {parent.name!r} failed: {parent.error}")
                 self._build(variant, outcome, parent, pool, source, evaluation, calibration_data, training_data, metric)
-                self._evaluate(outcome, metric, evaluation, source_outcome, threads_default)
+                self._evaluate(outcome, metric, evaluation, source_outcome, threads_default, with_override(config.evaluation, variant.gate))
                 outcome.build_seconds = time.perf_counter() - started
                 assert outcome.gate is not None
                 verdict = "PASS" if outcome.gate.passed else "FAIL"
@@ -318,6 +327,7 @@ class Pipeline:
         built = [o for name, o in outcomes.items() if name != "source" and o.path is not None]
         with self.step("latency", lambda: self._latency_summary(source_outcome, built)):
             self._measure_latency(source_outcome, built, evaluation)
+        self._apply_budgets(built)
         if config.latency.measure_memory:
             with self.step("peak memory"):
                 biggest = max(config.latency.batch_sizes)
@@ -417,13 +427,16 @@ class Pipeline:
 
             def judge(candidate: Path) -> tuple[bool, str, float]:
                 probe = VariantOutcome(variant.name, variant.kind, None, outcome.provider, path=candidate)
-                self._evaluate(probe, metric, evaluation, self._source_ref, threads)
+                assert self._source_ref is not None
+                self._evaluate(probe, metric, evaluation, self._source_ref, threads,
+                               with_override(self.config.evaluation, variant.gate))
                 assert probe.gate is not None and probe.metric is not None
                 return probe.gate.passed, probe.gate.reason, probe.metric
 
             outcome_fb = quantize_static_with_fallback(
                 start_from, work, variant.quantize, calibration_spec, data, bool(self.has_vnni), threads,
                 finish=lambda qdq, out: graphopt.bake(qdq, out, level), judge=judge,
+                parent_passed=parent.gate is None or parent.gate.passed,
             )
             outcome.details = outcome_fb.details
             if data is evaluation:
@@ -461,6 +474,9 @@ class Pipeline:
                 " (give the source as format torch/torchscript/exported_program, or chain from a pruned/distilled variant)",
             )
         input_names = [t.name for t in source.inputs]
+        own = (variant.prune.dataset if variant.prune is not None else variant.distill.dataset if variant.distill else None)
+        if own is not None:
+            training = bind(read_table(own.uri), own, source.inputs, need_labels=False)
         inputs = [training.inputs[n] for n in input_names]
         torch.manual_seed(self.config.seed)
         if variant.prune is not None:
@@ -530,7 +546,8 @@ class Pipeline:
         outcome.details = details
 
     def _evaluate(
-        self, outcome: VariantOutcome, metric: Metric, evaluation: Dataset, source_outcome: VariantOutcome, threads: int
+        self, outcome: VariantOutcome, metric: Metric, evaluation: Dataset, source_outcome: VariantOutcome, threads: int,
+        spec: EvaluationSpec,
     ) -> None:
         assert outcome.path is not None and source_outcome.outputs is not None and source_outcome.metric is not None
         outputs = predict(outcome.path, evaluation, threads)
@@ -538,9 +555,9 @@ class Pipeline:
         outcome.outputs = outputs
         outcome.metric = score(metric, outputs, evaluation.labels, source_outcome.outputs, self.config.task) if finite else float("nan")
         outcome.agreement = agreement(outputs, source_outcome.outputs, self.config.task) if finite else 0.0
-        higher = metric.higher_is_better if self.config.evaluation.higher_is_better is None else self.config.evaluation.higher_is_better
-        outcome.drop = metric_drop(source_outcome.metric, outcome.metric, higher, self.config.evaluation.drop_type) if finite else None
-        outcome.gate = decide(self.config.evaluation, metric, source_outcome.metric, outcome.metric, outcome.agreement, finite)
+        higher = metric.higher_is_better if spec.higher_is_better is None else spec.higher_is_better
+        outcome.drop = metric_drop(source_outcome.metric, outcome.metric, higher, spec.drop_type) if finite else None
+        outcome.gate = decide(spec, metric, source_outcome.metric, outcome.metric, outcome.agreement, finite)
         outcome.size_bytes = outcome.path.stat().st_size
         outcome.parameters = onnx_parameter_count(outcome.path)
 
@@ -566,6 +583,22 @@ class Pipeline:
                 outcome.details["latency_source"] = {str(b): s.as_dict() for b, s in measured["source"].items()}
             if providers == ("CPUExecutionProvider",) or not source_outcome.latency:
                 source_outcome.latency = measured["source"]
+
+    def _apply_budgets(self, built: list[VariantOutcome]) -> None:
+        """Latency, speed-up and size limits of the gate, now that they are measured."""
+        batch = min(self.config.latency.batch_sizes)
+        variants = {v.name: v for v in self.config.variants}
+        assert self._source_ref is not None
+        base = self._source_ref.latency.get(batch)
+        for outcome in built:
+            if outcome.gate is None:
+                continue
+            budgets = with_override(self.config.evaluation, variants[outcome.name].gate)
+            stats = outcome.latency.get(batch)
+            source_stats = outcome.details.get("latency_source", {}).get(str(batch))
+            source_p50 = source_stats["p50_ms"] if source_stats else (base.p50_ms if base else None)
+            speedup = None if stats is None or source_p50 is None else source_p50 / stats.p50_ms
+            outcome.gate = apply_budgets(outcome.gate, budgets, stats.p99_ms if stats else None, speedup, outcome.size_bytes)
 
     def _latency_summary(self, source_outcome: VariantOutcome, built: list[VariantOutcome]) -> str:
         batch = min(self.config.latency.batch_sizes)

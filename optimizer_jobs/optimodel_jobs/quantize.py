@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,9 @@ def _quiet_root_logger() -> Iterator[None]:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        # The calibrators also print() their histogram settings; keep the Job's output readable.
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
@@ -127,13 +130,13 @@ def quantize_dynamic(source: Path, destination: Path, spec: QuantizeSpec, has_vn
     op_types = spec.op_types or ["MatMul", "Attention", "LSTM", "GRU"]
     with _quiet_root_logger():
         ort_quantize_dynamic(
-        prepared,
-        destination,
-        op_types_to_quantize=op_types,
-        per_channel=settings.per_channel,
-        reduce_range=settings.reduce_range,
-        weight_type=QuantType.QInt8,
-        extra_options={"MatMulConstBOnly": True},
+            prepared,
+            destination,
+            op_types_to_quantize=op_types,
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
         )
     return {"mode": "dynamic", "op_types": op_types, "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range, "hardware": settings.why}
@@ -182,18 +185,18 @@ def quantize_static_once(
               "percentile": CalibrationMethod.Percentile}[calibration.method]
     with _quiet_root_logger():
         quantize_static(
-        preprocessed,
-        destination,
-        _calibration_reader(data.take(calibration.samples)),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=spec.op_types,
-        per_channel=settings.per_channel,
-        reduce_range=settings.reduce_range,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(exclude),
-        calibrate_method=method,
-        extra_options={"CalibPercentile": calibration.percentile, "WeightSymmetric": True, "ActivationSymmetric": False},
+            preprocessed,
+            destination,
+            _calibration_reader(data.take(calibration.samples)),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=spec.op_types,
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude),
+            calibrate_method=method,
+            extra_options={"CalibPercentile": calibration.percentile, "WeightSymmetric": True, "ActivationSymmetric": False},
         )
     return {"mode": "static", "format": "QDQ", "calibration": calibration.method,
             "calibration_samples": min(calibration.samples, len(data)), "per_channel": settings.per_channel,
@@ -320,6 +323,7 @@ def quantize_static_with_fallback(
     threads: int,
     finish: Callable[[Path, Path], Path],
     judge: Callable[[Path], tuple[bool, str, float]],
+    parent_passed: bool = True,
 ) -> FallbackOutcome:
     """Static QDQ; while the gate (``judge``) refuses it, keep the most sensitive nodes in float, up to
     ``fallback.maxRounds`` retries. ``finish(qdq, out)`` bakes the graph optimizations."""
@@ -327,7 +331,9 @@ def quantize_static_with_fallback(
     excluded: list[str] = []
     attempts: list[Attempt] = []
     sensitivity: list[tuple[str, float]] = []
-    rounds = spec.fallback.max_rounds if spec.fallback.enabled else 0
+    # Keeping nodes in float can only win back what quantization lost; when the model it starts from
+    # already misses the gate, retrying would only make it slower.
+    rounds = spec.fallback.max_rounds if spec.fallback.enabled and parent_passed else 0
     details: dict[str, Any] = {}
     final = work / "final.onnx"
     for round_index in range(rounds + 1):
@@ -346,6 +352,7 @@ def quantize_static_with_fallback(
         excluded += [name for name, _ in sensitivity[: spec.fallback.nodes_per_round]]
     details["fallback"] = {
         "enabled": spec.fallback.enabled,
+        "skipped": None if parent_passed else "the variant it starts from misses the gate itself",
         "rounds": len(attempts) - 1,
         "float_nodes": attempts[-1].float_nodes,
         "attempts": [a.__dict__ for a in attempts],

@@ -125,6 +125,16 @@ def load_torch_module(spec: SourceSpec, local: Path) -> Any:
     return module.eval()
 
 
+def _check_hash(spec: SourceSpec, local: Path) -> None:
+    if spec.sha256 is None:
+        return
+    actual = sha256_file(local)[0]
+    if actual != spec.sha256:
+        raise OptimizeError(
+            errors.SOURCE_HASH_MISMATCH, f"source {spec.uri} has sha256 {actual}, the spec expects {spec.sha256}"
+        )
+
+
 def load_source(spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, np.ndarray] | None) -> Source:
     """Load and check the source; torch sources are exported with ``example_inputs`` (names + shapes)."""
     from optimodel_jobs.onnx_export import export_module, export_program
@@ -132,12 +142,14 @@ def load_source(spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, n
     source_dir = work_dir / "source"
     if spec.format == "onnx":
         local = fetch(spec.uri, source_dir / "source.onnx", "source")
+        _check_hash(spec, local)
         check_onnx(local, spec.uri)
         inputs, outputs = tensor_specs(local)
         return Source(local, sha256_file(local)[0], inputs, outputs, None, spec)
 
     suffix = {"torch": ".pt", "torchscript": ".ts", "exported_program": ".pt2"}[spec.format]
     local = fetch(spec.uri, source_dir / f"source{suffix}", "source")
+    _check_hash(spec, local)
     module = load_torch_module(spec, local)
     if not example_inputs:
         raise OptimizeError(errors.EXPORT_FAILED, "a torch source needs evaluation data to export it with")

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-ZOO_VERSION = 3
+ZOO_VERSION = 4
 SEQ_NOT_TOKEN = 1
-NEGATION_RATE = 0.15
+NEGATION_RATE = 0.1
 SEQ_KEYWORDS_PER_CLASS = 16
 SEQ_FIRST_BACKGROUND = 2 + 4 * SEQ_KEYWORDS_PER_CLASS
 
@@ -56,23 +56,26 @@ RECIPES: dict[str, Recipe] = {
         {"hidden": 256, "layers": 4, "heads": 4, "ffn": 1024, "seq_len": 64},
         "sequences",
         3,
-        5e-4,
-        train_samples=4000,
+        1e-3,
+        batch_size=32,
+        train_samples=6000,
     ),
     "bert-teacher": Recipe(
         "optimodel_jobs.models:build_encoder",
-        {"hidden": 256, "layers": 8, "heads": 4, "ffn": 1024, "seq_len": 64},
+        {"hidden": 256, "layers": 6, "heads": 4, "ffn": 1024, "seq_len": 64},
         "sequences",
         3,
-        4e-4,
-        train_samples=4000,
+        1e-3,
+        batch_size=32,
+        train_samples=6000,
     ),
     "bert-tiny": Recipe(
         "optimodel_jobs.models:build_encoder",
         {"hidden": 64, "layers": 2, "heads": 4, "ffn": 128, "seq_len": 64},
         "sequences",
         4,
-        3e-3,
+        2e-3,
+        batch_size=32,
         train_samples=3000,
     ),
 }

@@ -167,3 +167,34 @@ def test_job_entrypoint_reports_reason_as_json(mlp: Any, tmp_path: Path) -> None
     payload = json.loads(completed.stderr.strip().splitlines()[-1])
     assert payload["reason"] == errors.SOURCE_UNREADABLE
     assert json.loads(termination.read_text()) == payload
+
+
+def test_source_hash_and_too_few_samples(mlp: Any, tmp_path: Path) -> None:
+    error = _refusal(_config(mlp, tmp_path, source={"uri": str(mlp.onnx), "sha256": "0" * 64}))
+    assert error.reason == errors.SOURCE_HASH_MISMATCH
+    evaluation = {"dataset": str(mlp.evaluation), "minSamples": 100_000}
+    error = _refusal(_config(mlp, tmp_path, evaluation=evaluation))
+    assert error.reason == errors.DATASET_TOO_SMALL and "100000" in error.message
+
+
+def test_job_entrypoint_takes_an_operator_resource(mlp: Any, tmp_path: Path) -> None:
+    resource = {
+        "kind": "OptimizedModel", "metadata": {"name": "from-resource"},
+        "spec": {
+            "source": {"uri": str(mlp.onnx), "format": "onnx"},
+            "evaluation": {"dataset": str(mlp.evaluation), "maxDrop": 0.02,
+                           "benchmark": {"batchSize": 1, "iterations": 10, "warmup": 1}},
+            "optimizations": [{"name": "int8", "quantize": {"mode": "dynamic"}}],
+            "nodePools": [{"name": "cpu", "variant": "auto", "replicas": 2}],
+            "artifacts": {"uri": str(tmp_path / "store")},
+        },
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "optimodel_jobs", "--resource", json.dumps(resource), "--work-dir", str(tmp_path / "w"), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["name"] == "from-resource"
+    assert result["chosen"] == {"cpu": "int8"}
+    assert result["variants"][0]["manifest_uri"].startswith(str(tmp_path / "store"))

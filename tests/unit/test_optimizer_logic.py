@@ -134,3 +134,73 @@ def test_pruner_refuses_models_it_does_not_understand() -> None:
 
     with pytest.raises(ValueError, match="no structure the pruner understands"):
         prune_structured(Opaque(), 0.5, None, lambda: None)
+
+
+def test_budgets_refuse_slow_or_big_variants() -> None:
+    from optimodel_jobs.config import Budgets
+    from optimodel_jobs.gate import apply_budgets
+
+    ok = GateVerdict(passed=True, reason="accuracy fine", deployable=True)
+    assert apply_budgets(ok, Budgets(), 5.0, 1.0, 10).passed
+    slow = apply_budgets(ok, Budgets(max_latency_ms=4.0), 5.0, 1.0, 10)
+    assert not slow.passed and not slow.deployable and "maxLatencyMs" in slow.reason
+    not_faster = apply_budgets(ok, Budgets(min_speedup=1.2), 1.0, 1.1, 10)
+    assert not not_faster.passed and "minSpeedup" in not_faster.reason
+    big = apply_budgets(ok, Budgets.model_validate({"maxSizeMiB": 1}), 1.0, 2.0, 3 * 2**20)
+    assert not big.passed and "maxSizeMiB" in big.reason
+    already_failed = GateVerdict(passed=False, reason="accuracy", deployable=False)
+    assert apply_budgets(already_failed, Budgets(max_latency_ms=100), 1.0, 2.0, 1) is already_failed
+
+
+def test_per_variant_gate_override_and_top_k() -> None:
+    from optimodel_jobs.gate import metric_for, with_override
+
+    config = parse_config({**BASE, "evaluation": {"dataset": "e.npz", "maxDrop": 0.01, "maxDropMode": "relative"},
+                           "variants": [{"name": "s", "distill": {}, "gate": {"maxDrop": 0.05, "maxDropMode": "absolute"}}]})
+    merged = with_override(config.evaluation, config.variants[0].gate)
+    assert (merged.max_drop, merged.drop_type) == (0.05, "absolute")
+    assert with_override(config.evaluation, None) is config.evaluation
+    top2 = metric_for("topK", "classification", top_k=2)
+    scores = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    assert top2.compute(scores, np.array([1, 0, 2]), scores) == pytest.approx(1 / 3)
+    assert metric_for("f1", "classification").name == "f1_macro"
+    with pytest.raises(OptimizeError, match="unknown metric"):
+        metric_for("bleu", "classification")
+
+
+def test_operator_resource_maps_to_a_job_config() -> None:
+    from optimodel_jobs.resource import config_from_resource
+
+    resource = {
+        "apiVersion": "optimodel.io/v1alpha1", "kind": "OptimizedModel", "metadata": {"name": "sentiment"},
+        "spec": {
+            "source": {"uri": "s3://m/model.pt", "format": "torch", "inputs": [{"name": "ids", "dtype": "int64", "shape": [-1, 64]}],
+                       "sha256": "a" * 64},
+            "evaluation": {"dataset": "s3://d/eval.parquet", "metric": "mae", "maxDrop": 0.1, "minSamples": 50,
+                           "maxSizeMiB": 20, "benchmark": {"batchSize": 4, "iterations": 50, "warmup": 5}},
+            "optimizations": [
+                {"name": "int8", "quantize": {"mode": "static", "calibration": {"dataset": "s3://d/c.npz", "method": "entropy", "samples": 64}}},
+                {"name": "pruned", "prune": {"amount": 0.3, "fineTuneEpochs": 2, "dataset": "s3://d/train.npz"}},
+                {"name": "small", "distill": {"student": {"layers": 2, "hidden": 64}, "dataset": "s3://d/train.npz", "alpha": 0.7},
+                 "gate": {"maxDrop": 0.2}},
+                {"name": "small-int8", "from": "small", "quantize": {"mode": "dynamic"}},
+            ],
+            "nodePools": [{"name": "cpu", "variant": "auto", "replicas": 3, "resources": {"limits": {"cpu": "1500m"}}},
+                          {"name": "gpu", "variant": "source", "gpus": 1, "executionProvider": "tensorrt"}],
+            "rollout": {"steps": [10, 100]},
+            "artifacts": {"uri": "s3://artifacts"},
+        },
+    }
+    config = config_from_resource(resource)
+    assert config.name == "sentiment" and config.task == "regression" and config.store == "s3://artifacts"
+    assert config.source.format == "torchscript" and config.source.input_names == ["ids"] and config.source.sha256 == "a" * 64
+    assert config.evaluation.drop_type == "absolute" and config.evaluation.min_samples == 50
+    assert config.evaluation.max_size_mib == 20 and config.latency.batch_sizes == [4] and config.latency.iterations == 50
+    int8, pruned, small, chained = config.variants
+    assert int8.quantize and int8.quantize.calibration and int8.quantize.calibration.method == "entropy"
+    assert pruned.prune and (pruned.prune.ratio, pruned.prune.heads_ratio, pruned.prune.fine_tune_epochs) == (0.3, 0.0, 2)
+    assert small.distill and small.distill.student == {"layers": 2, "hidden": 64}
+    assert small.distill.alpha == pytest.approx(0.3) and small.gate and small.gate.max_drop == 0.2
+    assert chained.from_ == "small"
+    cpu, gpu = config.pools
+    assert (cpu.variant, cpu.cpu_limit, gpu.provider, gpu.variant) == (None, 1.5, "tensorrt", "source")
