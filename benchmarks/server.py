@@ -302,11 +302,35 @@ def start_mlserver(binary: Path, model_path: Path, core: int, workdir: Path) -> 
     return process, f"{base}/v2/models/mlp/infer"
 
 
-def sweep(wrk: str, core: int, url: str, script: Path, concurrencies: list[int], seconds: float, warmup: float) -> dict:
+def handler_buckets(metrics_url: str) -> dict[str, float]:
+    """Cumulative counts of our server's own request-duration histogram (time inside the handler)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, timeout=5).text
+    return {
+        sample.labels["le"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "optimodel_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    }
+
+
+def sweep(wrk: str, core: int, url: str, script: Path, concurrencies: list[int], seconds: float, warmup: float,
+          metrics_url: str | None = None) -> dict:
     results = {}
     run_wrk(wrk, core, url, script, max(concurrencies), warmup)
     for connections in concurrencies:
+        before = handler_buckets(metrics_url) if metrics_url else None
         stats = run_wrk(wrk, core, url, script, connections, seconds)
+        if before is not None:
+            after = handler_buckets(metrics_url)
+            total = after["+Inf"] - before["+Inf"]
+            # Share of requests whose time inside our handler stayed under 250 / 500 µs: what is left
+            # of wrk's tail above that is process wake-up and scheduling on the shared core.
+            stats["handler_share_le_250us"] = (after["0.00025"] - before["0.00025"]) / total
+            stats["handler_share_le_500us"] = (after["0.0005"] - before["0.0005"]) / total
         if stats["errors"] or stats["non2xx"]:
             raise RuntimeError(f"{url} at c{connections}: {stats['errors']} socket errors, {stats['non2xx']} non-2xx")
         results[connections] = stats
@@ -364,7 +388,8 @@ def main() -> None:
         log("optimodel server, drift metrics on (server core %d, wrk core %d)" % (args.server_core, args.load_core))
         process, url = start_ours(manifest_uri, args.server_core, tmp / "cache-on", drift=True)
         try:
-            ours = sweep(wrk, args.load_core, url, script, concurrencies, seconds, warmup)
+            ours = sweep(wrk, args.load_core, url, script, concurrencies, seconds, warmup,
+                         metrics_url=url.split("/v2/")[0] + "/metrics")
         finally:
             stop(process)
 
@@ -417,6 +442,8 @@ def main() -> None:
         # for the others' service time (Little's law: latency = concurrency / throughput).
         "littles_law_ms_c16": round(16 / c16["throughput_rps"] * 1000, 3),
         "p99_over_p50_c16": round(c16["p99_us"] / c16["p50_us"], 2),
+        "handler_share_le_250us_c1": round(ours[1]["handler_share_le_250us"], 5),
+        "handler_share_le_500us_c1": round(ours[1]["handler_share_le_500us"], 5),
         "model": f"MLP {FEATURES}-{args.hidden}-{args.hidden}-4 float32, batch 1",
         "seconds_per_point": seconds,
         "isolation": ISOLATION,
