@@ -198,3 +198,25 @@ def test_job_entrypoint_takes_an_operator_resource(mlp: Any, tmp_path: Path) -> 
     assert result["name"] == "from-resource"
     assert result["chosen"] == {"cpu": "int8"}
     assert result["variants"][0]["manifest_uri"].startswith(str(tmp_path / "store"))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch deprecates TorchScript; users still have such files
+def test_torchscript_and_exported_program_sources(mlp: Any, tmp_path: Path) -> None:
+    """Every torch form the issue names is exported to ONNX by our code and scores like the original."""
+    import torch
+
+    from optimodel_jobs.source import load_torch_module
+    from optimodel_jobs.config import SourceSpec
+
+    module = load_torch_module(SourceSpec.model_validate(mlp.source_config()), mlp.state_dict)
+    example = torch.from_numpy(np.load(mlp.evaluation)["x"][:2])
+    torch.jit.save(torch.jit.trace(module, example), tmp_path / "model.ts")
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    for source in (
+        {"uri": str(tmp_path / "model.ts"), "format": "torch"},  # the operator API's "torch" = TorchScript
+        {"uri": str(tmp_path / "model.pt2"), "format": "exported_program"},
+    ):
+        result = run(parse_config(_config(mlp, tmp_path, source=source, variants=[])))
+        assert result.source.metric == pytest.approx(float(mlp.meta["torch_eval_accuracy"]), abs=1e-6), source
