@@ -190,6 +190,22 @@ def pick(rows: list[dict[str, Any]], model: str, names: tuple[str, ...], gated: 
     return max(pool, key=lambda r: r["speedup_p50"], default=None)
 
 
+class _Progress:
+    """One line per finished pipeline step, so a long run shows where it is."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def start(self, step: str) -> None:
+        pass
+
+    def finish(self, step: str, summary: str, seconds: float) -> None:
+        print(f"[{self.model}] {step} ({seconds:.1f}s) {summary}", flush=True)
+
+    def fail(self, step: str, message: str, seconds: float) -> None:
+        print(f"[{self.model}] {step} FAILED ({seconds:.1f}s): {message}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and timing iterations (< 10 min)")
@@ -212,7 +228,7 @@ def main() -> int:
     all_rows: list[dict[str, Any]] = []
     for model in models:
         model_started = time.perf_counter()
-        result = run(parse_config(pipeline_config(model, work, args.quick)))
+        result = run(parse_config(pipeline_config(model, work, args.quick)), _Progress(model))
         assert result.source.path is not None
         handwritten = handwritten_baseline(result.source.path, result.work_dir / "handwritten.onnx")
         hand_acc = handwritten_accuracy(result, handwritten, threads)

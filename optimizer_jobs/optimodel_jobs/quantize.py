@@ -78,59 +78,16 @@ def resolve_settings(spec: QuantizeSpec, has_vnni: bool) -> IntSettings:
     return IntSettings(per_channel, reduce_range, f"CPU has {cpu}: per_channel={per_channel}, reduce_range={reduce_range}")
 
 
-def gemm_to_matmul(source: Path, destination: Path) -> Path:
-    """Rewrite Gemm(A, B, C) as MatMul + Add so dynamic quantization (which has no integer Gemm) sees it."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(source))
-    initializers = {init.name: init for init in model.graph.initializer}
-    nodes = []
-    for node in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        simple = (
-            node.op_type == "Gemm"
-            and attrs.get("transA", 0) == 0
-            and attrs.get("alpha", 1.0) == 1.0
-            and attrs.get("beta", 1.0) == 1.0
-            and node.input[1] in initializers
-        )
-        if not simple:
-            nodes.append(node)
-            continue
-        weight_name = node.input[1]
-        if attrs.get("transB", 0):
-            weight = numpy_helper.to_array(initializers[weight_name]).T.copy()
-            weight_name = f"{node.input[1]}_transposed"
-            model.graph.initializer.append(numpy_helper.from_array(weight, weight_name))
-        product = f"{node.output[0]}_matmul"
-        has_bias = len(node.input) > 2 and node.input[2]
-        nodes.append(
-            helper.make_node("MatMul", [node.input[0], weight_name], [product if has_bias else node.output[0]], name=f"{node.name}_MatMul")
-        )
-        if has_bias:
-            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_Add"))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    # Drop initializers nothing uses any more (the untransposed weights).
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    onnx.save(model, str(destination))
-    return destination
-
-
 def quantize_dynamic(source: Path, destination: Path, spec: QuantizeSpec, has_vnni: bool) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     settings = resolve_settings(spec, has_vnni)
-    prepared = gemm_to_matmul(source, destination.with_name("dynamic-prepared.onnx"))
+    # ONNX Runtime's dynamic quantizer itself rewrites Gemm as MatMul (there is no integer Gemm).
     op_types = spec.op_types or ["MatMul", "Attention", "LSTM", "GRU"]
     with _quiet_root_logger():
         ort_quantize_dynamic(
-            prepared,
+            source,
             destination,
             op_types_to_quantize=op_types,
             per_channel=settings.per_channel,
