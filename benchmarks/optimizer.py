@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from optimodel_jobs.config import parse_config
 from optimodel_jobs.datasets import bind, read_table

@@ -95,17 +95,31 @@ def measure_interleaved(
 
 
 _MEMORY_PROBE = r"""
-import json, resource, sys
+import json, sys
 import numpy as np, onnxruntime as ort
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def status_kib(field):
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+# Reset the high-water mark so that what the imports touched does not hide the model's own peak.
+try:
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+except OSError:
+    pass
+before = status_kib("VmRSS")
 options = ort.SessionOptions(); options.intra_op_num_threads = int(sys.argv[2]); options.log_severity_level = 3
 session = ort.InferenceSession(sys.argv[1], options, providers=json.loads(sys.argv[3]))
 data = np.load(sys.argv[4])
 feed = {i.name: data[i.name] for i in session.get_inputs()}
 for _ in range(3):
     session.run(None, feed)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_kib": after - before}))
+after = status_kib("VmHWM")
+print(json.dumps({"peak_kib": max(0, after - before)}))
 """
 
 

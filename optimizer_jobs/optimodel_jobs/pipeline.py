@@ -465,6 +465,7 @@ class Pipeline:
 
         from optimodel_jobs.distill import distill, teacher_outputs
         from optimodel_jobs.onnx_export import export_module
+        from optimodel_jobs.prune import prune_structured
 
         if parent.module is None or not isinstance(parent.module, torch.nn.Module):
             raise OptimizeError(
@@ -490,9 +491,7 @@ class Pipeline:
                     student(*[torch.from_numpy(np.ascontiguousarray(x[start : start + 64])) for x in probe])
 
             try:
-                details = __import__("optimodel_jobs.prune", fromlist=["prune_structured"]).prune_structured(
-                    student, spec.ratio, spec.heads_ratio, run_batches
-                )
+                details = prune_structured(student, spec.ratio, spec.heads_ratio, run_batches)
             except ValueError as error:
                 raise OptimizeError(errors.VARIANT_FAILED, f"cannot prune {parent.name}: {error}") from None
             if spec.fine_tune_epochs:

@@ -64,10 +64,11 @@ RECIPES: dict[str, Recipe] = {
         "optimodel_jobs.models:build_encoder",
         {"hidden": 256, "layers": 6, "heads": 4, "ffn": 1024, "seq_len": 64},
         "sequences",
-        3,
+        4,
         1e-3,
         batch_size=32,
-        train_samples=6000,
+        # A teacher is only worth its cost when it knows more: more data and epochs than the source.
+        train_samples=10000,
     ),
     "bert-tiny": Recipe(
         "optimodel_jobs.models:build_encoder",

@@ -155,7 +155,9 @@ def test_manifest_carries_metrics_lineage_drift_and_provenance(mlp_run: RunResul
     assert manifest.metrics["source"] == pytest.approx(mlp_run.source.metric)
     assert set(manifest.metrics["latency"]) == {"1", "4"}
     assert manifest.metrics["latency"]["1"]["p99_ms"] >= manifest.metrics["latency"]["1"]["p50_ms"] > 0
-    assert manifest.metrics["peak_memory_mb"] is not None
+    assert manifest.metrics["peak_memory_mb"] > 0
+    source_memory = mlp_run.source.peak_memory_mb
+    assert source_memory is not None and source_memory > 0
     drift = manifest.drift_reference
     assert drift is not None and drift.output.edges == [k + 0.5 for k in range(9)]
     assert 1 <= len(drift.inputs) <= 20  # 64 features -> bounded set + mean
