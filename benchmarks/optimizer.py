@@ -115,7 +115,7 @@ def side_by_side(result: RunResult, handwritten: Path, iterations: int, threads:
                       _inputs(result), need_labels=False)
     return measure_interleaved(
         {k: Path(v) for k, v in models.items() if v is not None}, evaluation.inputs, [1, 8],
-        ["CPUExecutionProvider"], threads, iterations, warmup=10, rounds=10,
+        ["CPUExecutionProvider"], threads, iterations, warmup=10, rounds=max(10, iterations // 10),
     )
 
 

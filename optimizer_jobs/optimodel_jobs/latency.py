@@ -2,7 +2,9 @@
 
 Interleaving: every round runs a block of calls on each model in turn (in an order rotated each
 round), so that a noisy neighbour or a thermal change hurts all variants alike instead of whichever
-happened to run during it. Warm-up calls are made before the first round and never recorded.
+happened to run during it. Warm-up calls are made before the first round and at the start of every
+block (after a short pause that lets the previous model's spinning thread pool go idle) and are
+never recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from optimodel_jobs.runtime import make_session
+
+
+SETTLE_S = 0.02
+BLOCK_WARMUP = 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,11 @@ def measure_interleaved(
             rotation = order[round_index % len(order) :] + order[: round_index % len(order)]
             for name in rotation:
                 session, fed = sessions[name], feeds[name]
+                # Each session has its own intra-op thread pool whose threads spin after a run; let the
+                # previous model's pool go idle and re-warm this one, so no model pays for its neighbour.
+                time.sleep(SETTLE_S)
+                for _ in range(BLOCK_WARMUP):
+                    session.run(None, fed)  # type: ignore[attr-defined]
                 for _ in range(per_round):
                     started = time.perf_counter()
                     session.run(None, fed)  # type: ignore[attr-defined]
