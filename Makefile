@@ -13,6 +13,12 @@ demo: bootstrap
 
 # The whole suite: unit, integration (real control plane) and end-to-end tiers.
 # pytest's exit code 5 means "no tests collected": that is a failure here, never green.
+# The last line repeats pytest's counts: torch's triton prints noise at interpreter exit, after pytest's own.
+RESULTS := $(shell echo $${TMPDIR:-/tmp})/optimodel-pytest-results.xml
 test: bootstrap
-	@$(VENV_BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@rm -f $(RESULTS); $(VENV_BIN)/python -m pytest --junitxml=$(RESULTS) $(PYTEST_ARGS); rc=$$?; \
+	if [ -f $(RESULTS) ]; then $(VENV_BIN)/python -c "import sys, xml.etree.ElementTree as ET; \
+	s = ET.parse(sys.argv[1]).getroot(); s = s if s.tag == 'testsuite' else s.find('testsuite'); \
+	n, f, e, k = (int(s.get(a, 0)) for a in ('tests', 'failures', 'errors', 'skipped')); \
+	print(f'tests: {n - f - e - k} passed, {f + e} failed, {k} skipped')" $(RESULTS); fi; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
