@@ -20,5 +20,5 @@ test: bootstrap
 	if [ -f $(RESULTS) ]; then $(VENV_BIN)/python -c "import sys, xml.etree.ElementTree as ET; \
 	s = ET.parse(sys.argv[1]).getroot(); s = s if s.tag == 'testsuite' else s.find('testsuite'); \
 	n, f, e, k = (int(s.get(a, 0)) for a in ('tests', 'failures', 'errors', 'skipped')); \
-	print(f'tests: {n - f - e - k} passed, {f + e} failed, {k} skipped')" $(RESULTS); fi; \
+	print(f'\\ntests: {n - f - e - k} passed, {f + e} failed, {k} skipped')" $(RESULTS); fi; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
