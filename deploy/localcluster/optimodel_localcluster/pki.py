@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -37,7 +37,6 @@ class ClusterPKI:
     """Paths of the files a running cluster reads."""
 
     root: Path
-    issued: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
     @property
     def ca_cert(self) -> Path:
@@ -171,5 +170,4 @@ def ensure_pki(root: Path, requests: list[CertificateRequest]) -> ClusterPKI:
     for request in requests:
         if not (_is_current(pki.cert(request.name), now) and pki.key(request.name).exists()):
             _issue(pki, request, now)
-        pki.issued[request.name] = (pki.cert(request.name), pki.key(request.name))
     return pki
