@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 # Input features binned between two yields to the event loop (each is ~0.1 ms for 2,000 rows).
 FEATURES_PER_STEP = 8
+# Sampled batches stacked per step of the cooperative update (~0.2 ms for one-row batches).
+BATCHES_PER_STEP = 128
+# Input features whose PSI is computed per step (~12 µs each).
+PSI_FEATURES_PER_STEP = 16
 
 
 @dataclass(slots=True)
@@ -74,13 +78,18 @@ class DriftWindow:
         """(PSI per input feature, output PSI), or None while the window is empty (no data is not no drift)."""
         if self.rows == 0:
             return None
-        per_feature = {
+        return self.feature_psi(0, len(self.reference.inputs)), self.output_psi()
+
+    def feature_psi(self, start: int, stop: int) -> dict[str, float]:
+        """PSI of input features [start, stop) that have counts (so the update can compute it in steps)."""
+        return {
             profile.name: population_stability_index(profile.reference, total)
-            for profile, total in zip(self.reference.inputs, self._input_totals)
+            for profile, total in zip(self.reference.inputs[start:stop], self._input_totals[start:stop])
             if total.sum() > 0
         }
-        output = population_stability_index(self.reference.output.reference, self._output_total)
-        return per_feature, output
+
+    def output_psi(self) -> float:
+        return population_stability_index(self.reference.output.reference, self._output_total)
 
 
 def count_input(profile: FeatureProfile, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -184,18 +193,33 @@ class DriftMonitor:
         return self._publish_window()
 
     async def update_cooperatively(self) -> tuple[dict[str, float], float] | None:
-        """The same as :meth:`update`, yielding to the event loop every few features, so that binning
-        a wide input never holds requests up for more than a fraction of a millisecond."""
-        for feeds, outputs in self._take():
-            input_counts = []
-            for index, profile in enumerate(self.reference.inputs):
-                input_counts.append(count_input(profile, feeds))
-                if index % FEATURES_PER_STEP == FEATURES_PER_STEP - 1:
-                    await asyncio.sleep(0)
-            rows = outputs[self.output_name].shape[0]
-            self.window.add(input_counts, count_output(self.reference, self.task, outputs[self.output_name]), rows)
+        """The same as :meth:`update`, yielding to the event loop between small steps (stacking a few
+        hundred sampled batches, binning a few features), so that the monitor never holds requests up for
+        more than a fraction of a millisecond (one 3.6 ms stack of 2,000 batches cost ~1 ms of c1 p99)."""
+        kept, self._kept, self._kept_rows, self._seen_batches = self._kept, [], 0, 0
+        # Slices of sampled batches, each stacked and binned in short steps: binning all rows at once
+        # makes fewer but longer steps, and the longest step is what a waiting request feels (measured:
+        # c1 p99 ~0.85 ms stacking everything first, ~0.6 ms in slices, with PSI every second).
+        for start in range(0, len(kept), BATCHES_PER_STEP):
+            for feeds, outputs in _stack(kept[start:start + BATCHES_PER_STEP]):
+                await asyncio.sleep(0)
+                input_counts = []
+                for index, profile in enumerate(self.reference.inputs):
+                    input_counts.append(count_input(profile, feeds))
+                    if index % FEATURES_PER_STEP == FEATURES_PER_STEP - 1:
+                        await asyncio.sleep(0)
+                rows = outputs[self.output_name].shape[0]
+                self.window.add(input_counts, count_output(self.reference, self.task, outputs[self.output_name]), rows)
             await asyncio.sleep(0)
-        return self._publish_window()
+        if self.window.rows == 0:
+            return None
+        per_feature: dict[str, float] = {}
+        for start in range(0, len(self.reference.inputs), PSI_FEATURES_PER_STEP):
+            per_feature.update(self.window.feature_psi(start, start + PSI_FEATURES_PER_STEP))
+            await asyncio.sleep(0)
+        output = self.window.output_psi()
+        self._publish(per_feature, output, self.window.rows)
+        return per_feature, output
 
     async def _loop(self) -> None:
         while True:
