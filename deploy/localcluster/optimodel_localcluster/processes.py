@@ -43,7 +43,7 @@ class ManagedProcess:
         if record is None:
             return None
         pid, starttime = record
-        stat = _stat(pid)
+        stat = proc_stat(pid)
         if stat is None or stat[0] == "Z" or stat[1] != starttime:
             return None
         return pid
@@ -66,7 +66,7 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,
             )
-        stat = _stat(process.pid)
+        stat = proc_stat(process.pid)
         record = {"pid": process.pid, "starttime": stat[1] if stat else -1, "argv0": argv[0]}
         self.pid_file.write_text(json.dumps(record))
         return process.pid
@@ -112,7 +112,7 @@ def _alive(pid: int) -> bool:
             return False
     except ChildProcessError:
         pass
-    stat = _stat(pid)
+    stat = proc_stat(pid)
     return stat is not None and stat[0] != "Z"
 
 
@@ -131,7 +131,7 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
+def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, start time in clock ticks since boot) from /proc, or None if there is no such process."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

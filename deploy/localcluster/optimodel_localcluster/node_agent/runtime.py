@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..processes import proc_stat
 from .plan import ContainerPlan
 
 SHIM = str(Path(__file__).with_name("shim.py"))
@@ -71,15 +72,11 @@ class RunHandle:
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if the process is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    """Start time of `pid` in clock ticks (guards against pid reuse), or None if it is gone or a zombie."""
+    stat = proc_stat(pid)
+    if stat is None or stat[0] == "Z":
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
+    return stat[1]
 
 
 def is_alive(handle: RunHandle) -> bool:
