@@ -81,9 +81,10 @@ def test_names_scope_and_subresource() -> None:
 def test_printer_columns_cover_phase_serving_weight_p99_age() -> None:
     columns = {c["name"]: c for c in PRINTER_COLUMNS}
     assert columns["Phase"]["jsonPath"] == ".status.phase"
-    assert columns["Serving"]["jsonPath"] == ".status.stableRevision"
+    assert columns["Serving"]["jsonPath"] == ".status.serving"
+    assert columns["Revision"]["jsonPath"] == ".status.stableRevision"
     assert columns["Weight"]["jsonPath"] == ".status.canaryWeight" and columns["Weight"]["type"] == "integer"
-    assert columns["P99-ms"]["jsonPath"] == ".status.lastAnalysis.p99LatencyMs"
+    assert columns["P99-ms"]["jsonPath"] == ".status.latencyP99Ms"
     assert columns["Age"]["type"] == "date"
     status_paths = {path for path, _ in _walk(openapi_schema()["properties"]["status"], ".status")}
     for column in PRINTER_COLUMNS:

@@ -162,6 +162,35 @@ class RevisionRecord(StatusModel):
     """Why it was rolled back or superseded."""
 
 
+class PoolStatus(StatusModel):
+    """What one node pool serves now, and why."""
+
+    name: LongName
+    """nodePools[].name."""
+    provider: Annotated[str, StringConstraints(max_length=32)]
+    """Execution provider of the pool."""
+    variant: LongName | None = None
+    """Variant chosen for the current revision (auto resolved to a name); unset when none can serve."""
+    revision: LongName | None = None
+    """Revision whose Deployment serves the pool."""
+    artifact: Uri | None = None
+    """Manifest of the artifact served."""
+    sha256: Annotated[str, StringConstraints(max_length=64)] | None = None
+    """Content hash of the artifact served."""
+    deployment: LongName | None = None
+    """Name of the serving Deployment."""
+    replicas: int | None = Field(None, ge=0)
+    """Replicas wanted."""
+    available_replicas: int | None = Field(None, ge=0)
+    """Replicas available (artifact verified and loaded)."""
+    latency_p99_ms: float | None = None
+    """p99 latency the gate measured for this variant on this pool's provider."""
+    provider_fallback: Message | None = None
+    """Why the measurement ran on another provider than asked (e.g. no GPU on the node)."""
+    message: Message | None = None
+    """Why this variant was chosen, or why nothing is deployed."""
+
+
 class OptimizedModelStatus(StatusModel):
     """Observed state of the OptimizedModel, written only by the operator."""
 
@@ -189,3 +218,9 @@ class OptimizedModelStatus(StatusModel):
     """The latest canary analysis."""
     revisions: Annotated[list[RevisionRecord], Field(max_length=64)] | None = None
     """Revision history, newest first, at most spec.revisionHistoryLimit old ones."""
+    pools: Annotated[list[PoolStatus], Field(max_length=8)] | None = None
+    """What each node pool serves (keyed by name)."""
+    serving: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """One line for kubectl: pool=variant for each pool that serves."""
+    latency_p99_ms: float | None = None
+    """Largest p99 latency over the served pools, as the gate measured it (live figures come with the rollout)."""

@@ -1,34 +1,50 @@
-"""kopf handlers for OptimizedModel. Thin on purpose: read the object, ask the planner, apply.
+"""kopf handlers for OptimizedModel. Thin on purpose: read the object and its children, ask the
+planner, apply what it decided.
 
-Level-triggered: every trigger (create, update, resume after a restart) runs the same reconcile,
-which recomputes the whole status from the object and patches only what differs.
+Level-triggered: every trigger (the resource created, changed or found at start-up; one of its Jobs or
+Deployments changing) runs the same reconcile, which reads everything back from the API server and the
+store, recomputes the whole status and patches only what differs. Killed at any moment, the operator
+resumes from what is stored: Jobs have deterministic names (a second create is refused), results live
+in the store.
 
 No kopf timer or daemon on purpose: kopf gives those a finalizer, and a finalizer would block the
-deletion of OptimizedModels (and of their namespaces) whenever the operator is not running.
+deletion of OptimizedModels (and of their namespaces) whenever the operator is not running. Children
+carry ownerReferences, so the garbage collector removes them with the resource.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import threading
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
+from optimodel_operator.controller import kube, store
+from optimodel_operator.controller.settings import planner_config
+from optimodel_operator.planner.naming import LABEL_MANAGED_BY, MANAGED_BY
 from optimodel_operator.planner.reconcile import Decision, reconcile
-from optimodel_operator.planner.view import PlannerConfig, ResourceView
+from optimodel_operator.planner.revision import effective_store, job_plans
+from optimodel_operator.planner.validation import judge_spec
+from optimodel_operator.planner.view import ResourceView
 
-ARTIFACTS_ENV = "OPTIMODEL_DEFAULT_ARTIFACTS"
-
-
-def _config() -> PlannerConfig:
-    return PlannerConfig(default_artifacts_uri=os.environ.get(ARTIFACTS_ENV) or None)
+_clients: kube.Clients | None = None
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def clients() -> kube.Clients:
+    global _clients
+    if _clients is None:
+        kube.load_config()
+        _clients = kube.Clients.create()
+    return _clients
 
 
 @kopf.on.startup()
@@ -38,27 +54,80 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    # Our Events come from the status diff; kopf's "Handler succeeded" ones would be noise.
+    # Our Events come from the status diff and from what we change; kopf's "Handler succeeded" are noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # Reconciles of different models run side by side; one model's are serialized by a lock.
+    settings.execution.max_workers = 8
+    clients()
 
 
-def _apply(decision: Decision, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
-    if decision.status_patch:
-        for key, value in decision.status_patch.items():
-            patch.status[key] = value
-    for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        logger.info("event %s %s: %s", event.type, event.reason, event.message)
+def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) -> Decision:
+    """Read, decide, apply: the whole loop for one OptimizedModel."""
+    api = clients()
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    with _locks[(namespace, name)]:
+        fresh = kube.read_model(api, namespace, name)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return reconcile(ResourceView.from_body(body), _now(), planner_config())
+        view = ResourceView.from_body(fresh)
+        config = planner_config()
+        verdict = judge_spec(view.spec, config)
+        plans = job_plans(verdict.spec, view.name, effective_store(verdict.spec, config.default_artifacts_uri)) \
+            if verdict.spec is not None else []
+        observed = kube.observe(api, view, plans, store.read_run)
+        decision = reconcile(view, _now(), config, observed)
+        changes = kube.apply_actions(api, namespace, decision.actions)
+        if decision.status_patch:
+            kube.patch_status(api, namespace, name, decision.status_patch)
+        for verb, kind, child in changes:
+            kopf.event(fresh, type="Normal", reason=f"{kind}{verb}", message=f"{verb.lower()} {kind} {child}")
+            logger.info("%s %s %s", verb.lower(), kind, child)
+        for event in decision.events:
+            kopf.event(fresh, type=event.type, reason=event.reason, message=event.message)
+            logger.info("event %s %s: %s", event.type, event.reason, event.message)
+        return decision
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def reconcile_on_change(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    decision = reconcile(ResourceView.from_body(body), _now(), _config())
-    _apply(decision, body, patch, logger)
+def reconcile_on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    decision = reconcile_model(dict(body), logger)
     if decision.permanent_error:
-        # Not retried: only a spec change (a new update event) can fix it. The status patch above
-        # is still applied by kopf, so the condition explains why.
+        # Not retried: only a spec change (a new update event) can fix it; the status says why.
         raise kopf.PermanentError(decision.permanent_error)
+
+
+def _owner_name(body: kopf.Body) -> str | None:
+    for owner in body.get("metadata", {}).get("ownerReferences") or []:
+        if owner.get("kind") == "OptimizedModel" and owner.get("apiVersion", "").startswith(GROUP + "/"):
+            return str(owner["name"])
+    return None
+
+
+def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
+    owner = _owner_name(body)
+    namespace = body.get("metadata", {}).get("namespace")
+    if owner is None or namespace is None:
+        return
+    model = kube.read_model(clients(), namespace, owner)
+    if model is None:
+        return  # the resource is gone; the garbage collector takes its children
+    try:
+        reconcile_model(model, logger)
+    except Exception as error:  # noqa: BLE001 - the next event or the resource's own handler retries
+        logger.warning("reconcile of %s/%s after a change of its %s failed: %s", namespace, owner,
+                       body.get("kind", "child"), error)
+
+
+# Children changing (a Job finishing, a Deployment becoming available) move the loop on.
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def job_changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    _on_child(body, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def deployment_changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    _on_child(body, logger)
+

@@ -31,8 +31,15 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {
         "name": "Serving",
         "type": "string",
+        "jsonPath": ".status.serving",
+        "description": "What each pool serves: pool=variant.",
+    },
+    {
+        "name": "Revision",
+        "type": "string",
         "jsonPath": ".status.stableRevision",
         "description": "Stable revision: the one serving.",
+        "priority": 1,
     },
     {
         "name": "Canary",
@@ -50,8 +57,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {
         "name": "P99-ms",
         "type": "number",
-        "jsonPath": ".status.lastAnalysis.p99LatencyMs",
-        "description": "p99 latency of the latest canary analysis.",
+        "jsonPath": ".status.latencyP99Ms",
+        "description": "Largest p99 latency over the served pools (the gate's measurement until live analysis).",
     },
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1, "description": "Summary."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

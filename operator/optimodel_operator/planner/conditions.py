@@ -22,8 +22,13 @@ class ConditionState:
     """A condition's content before it is stamped with times and generation."""
 
     status: ConditionStatus
-    reason: Reason
+    reason: Reason | str
+    """From the catalog, or a CamelCase reason passed through (the optimization Job's own)."""
     message: str = ""
+
+    @property
+    def reason_text(self) -> str:
+        return self.reason.value if isinstance(self.reason, Reason) else self.reason
 
 
 def derive_ready(states: Mapping[ConditionType, ConditionState]) -> ConditionState:
@@ -54,7 +59,7 @@ def stamp(
             Condition(
                 type=kind.value,
                 status=state.status,
-                reason=state.reason.value,
+                reason=state.reason_text,
                 message=state.message,
                 last_transition_time=now if moved else old.last_transition_time,  # type: ignore[union-attr]
                 observed_generation=generation,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from optimodel_operator.planner.diff import EventSpec, events_between, merge_patch
+from optimodel_operator.planner.loop import Actions, Observed
 from optimodel_operator.planner.status import desired_status, read_status
 from optimodel_operator.planner.validation import judge_spec
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
@@ -22,12 +23,17 @@ class Decision:
     """Events to emit, derived from the status diff (none when nothing changed)."""
     permanent_error: str | None
     """Set when the spec is invalid: the handler stops retrying until the spec changes."""
+    actions: Actions = Actions()
+    """Children to create, apply and delete."""
 
 
-def reconcile(view: ResourceView, now: datetime, config: PlannerConfig | None = None) -> Decision:
+def reconcile(
+    view: ResourceView, now: datetime, config: PlannerConfig | None = None, observed: Observed | None = None
+) -> Decision:
+    config = config or PlannerConfig()
     previous = read_status(view.status)
-    verdict = judge_spec(view.spec, config or PlannerConfig())
-    new = desired_status(view.generation, verdict, previous, now)
+    verdict = judge_spec(view.spec, config)
+    new, actions = desired_status(view, verdict, previous, observed or Observed(), now, config)
     new_wire = new.to_wire()
     # Compare against the stored status as the model reads it (1 and 1.0 alike), but also delete
     # keys the stored object has and the model does not know.
@@ -38,4 +44,5 @@ def reconcile(view: ResourceView, now: datetime, config: PlannerConfig | None = 
         status_patch=patch or None,
         events=tuple(events_between(previous, new)) if patch else (),
         permanent_error=None if verdict.valid else f"invalid spec: {verdict.summary()}",
+        actions=actions,
     )

@@ -1,8 +1,8 @@
 """The whole desired status of one OptimizedModel, computed from scratch on every reconcile.
 
-This is the skeleton's planner: it judges the spec and sets the stage conditions for "accepted,
-nothing run yet". The optimization, gate, deployment and rollout stages add their observations
-here as they are built; fields those stages own are carried over untouched until then.
+An invalid spec gets the conditions that say why; a valid one goes through the loop
+(optimization → gate → deployment, planner.loop), which also says what to create, apply and delete.
+Fields owned by the rollout stage (canary weight, analyses) are carried over untouched until it lands.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from optimodel_operator.api.conditions import STAGE_CONDITIONS, ConditionStatus, ConditionType, Reason
-from optimodel_operator.api.spec import OptimizedModelSpec
-from optimodel_operator.api.status import OptimizedModelStatus, Phase, VariantStatus
+from optimodel_operator.api.status import OptimizedModelStatus, Phase
 from optimodel_operator.planner.conditions import ConditionState, derive_ready, stamp
+from optimodel_operator.planner.loop import Actions, Observed, plan_loop
 from optimodel_operator.planner.validation import SpecVerdict
+from optimodel_operator.planner.view import PlannerConfig, ResourceView
 
 _UNKNOWN = ConditionStatus.UNKNOWN
 _TRUE = ConditionStatus.TRUE
@@ -25,13 +26,10 @@ _FALSE = ConditionStatus.FALSE
 
 # Fields owned by stages that are not computed here yet; carried over as they are.
 _CARRIED_OVER = (
-    "current_revision",
-    "stable_revision",
     "canary_weight",
     "canary_step",
     "failed_analyses",
     "last_analysis",
-    "revisions",
 )
 
 
@@ -43,28 +41,6 @@ def read_status(raw: Mapping[str, Any]) -> OptimizedModelStatus:
         return OptimizedModelStatus()
 
 
-def _describe_accepted(spec: OptimizedModelSpec) -> str:
-    variants = ", ".join(spec.variant_names())
-    pools = ", ".join(f"{p.name}={p.variant}" for p in spec.node_pools)
-    return f"{len(spec.optimizations)} variant(s) ({variants}); node pool(s) {pools}"
-
-
-def _accepted_states(spec: OptimizedModelSpec) -> dict[ConditionType, ConditionState]:
-    waiting = "waits for the stage before it"
-    return {
-        ConditionType.ACCEPTED: ConditionState(_TRUE, Reason.SPEC_ACCEPTED, _describe_accepted(spec)),
-        ConditionType.OPTIMIZED: ConditionState(
-            _UNKNOWN, Reason.AWAITING_OPTIMIZATION, f"optimization of {len(spec.optimizations)} variant(s) has not started"
-        ),
-        ConditionType.GATED: ConditionState(_UNKNOWN, Reason.PENDING, waiting),
-        ConditionType.DEPLOYED: ConditionState(_UNKNOWN, Reason.PENDING, waiting),
-        ConditionType.ROLLED_OUT: ConditionState(_UNKNOWN, Reason.PENDING, waiting),
-        ConditionType.PROGRESSING: ConditionState(_TRUE, Reason.AWAITING_OPTIMIZATION, "accepted; optimization is next"),
-        ConditionType.DEGRADED: ConditionState(_FALSE, Reason.AS_EXPECTED),
-        ConditionType.STALLED: ConditionState(_FALSE, Reason.AS_EXPECTED),
-    }
-
-
 def _invalid_states(summary: str) -> dict[ConditionType, ConditionState]:
     states = {stage: ConditionState(_UNKNOWN, Reason.INVALID_SPEC, "not started: the spec is invalid") for stage in STAGE_CONDITIONS}
     states[ConditionType.ACCEPTED] = ConditionState(_FALSE, Reason.INVALID_SPEC, summary)
@@ -74,36 +50,50 @@ def _invalid_states(summary: str) -> dict[ConditionType, ConditionState]:
     return states
 
 
-def _variants(spec: OptimizedModelSpec, previous: OptimizedModelStatus) -> list[VariantStatus]:
-    # One entry per declared variant; results already recorded for a variant of that name are kept.
-    known = {v.name: v for v in previous.variants or []}
-    return [known.get(o.name) or VariantStatus(name=o.name) for o in spec.optimizations]
-
-
 def desired_status(
-    generation: int,
+    view: ResourceView,
     verdict: SpecVerdict,
     previous: OptimizedModelStatus,
+    observed: Observed,
     now: datetime,
-) -> OptimizedModelStatus:
-    """The complete status for this generation; equal inputs give an equal status (idempotent)."""
+    config: PlannerConfig,
+) -> tuple[OptimizedModelStatus, Actions]:
+    """The complete status for this generation and the actions that move towards it.
+
+    Equal inputs give an equal status and equal actions (idempotent)."""
     now = now.replace(microsecond=0)
-    if verdict.spec is not None:
-        states = _accepted_states(verdict.spec)
-        phase, message = Phase.PENDING, "accepted; waiting for the optimization stage"
-        variants: list[VariantStatus] | None = _variants(verdict.spec, previous)
-    else:
+    carried = {name: getattr(previous, name) for name in _CARRIED_OVER}
+    if verdict.spec is None:
         summary = verdict.summary()
         states = _invalid_states(summary)
-        phase, message = Phase.FAILED, f"invalid spec: {summary}"
-        variants = previous.variants
-    states = {ConditionType.READY: derive_ready(states), **states}
-    carried = {name: getattr(previous, name) for name in _CARRIED_OVER}
+        states = {ConditionType.READY: derive_ready(states), **states}
+        return OptimizedModelStatus(
+            observed_generation=view.generation,
+            phase=Phase.FAILED,
+            message=f"invalid spec: {summary}",
+            conditions=stamp(states, previous.conditions, view.generation, now),
+            variants=previous.variants,
+            current_revision=previous.current_revision,
+            stable_revision=previous.stable_revision,
+            revisions=previous.revisions,
+            pools=previous.pools,
+            serving=previous.serving,
+            latency_p99_ms=previous.latency_p99_ms,
+            **carried,
+        ), Actions()
+    loop = plan_loop(view, verdict.spec, previous, observed, now, config)
+    states = {ConditionType.READY: derive_ready(loop.states), **loop.states}
     return OptimizedModelStatus(
-        observed_generation=generation,
-        phase=phase,
-        message=message,
-        conditions=stamp(states, previous.conditions, generation, now),
-        variants=variants,
+        observed_generation=view.generation,
+        phase=loop.phase,
+        message=loop.message[:32768],
+        conditions=stamp(states, previous.conditions, view.generation, now),
+        variants=loop.variants,
+        current_revision=loop.current_revision,
+        stable_revision=loop.stable_revision,
+        revisions=loop.revisions,
+        pools=loop.pools,
+        serving=loop.serving,
+        latency_p99_ms=loop.latency_p99_ms,
         **carried,
-    )
+    ), loop.actions

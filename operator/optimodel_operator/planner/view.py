@@ -16,6 +16,7 @@ class ResourceView:
     generation: int
     spec: Mapping[str, Any]
     status: Mapping[str, Any] = field(default_factory=dict)
+    uid: str = ""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ResourceView:
@@ -26,11 +27,21 @@ class ResourceView:
             generation=int(metadata.get("generation") or 0),
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
+            uid=str(metadata.get("uid", "")),
         )
 
 
 @dataclass(frozen=True)
 class PlannerConfig:
-    """Operator-wide settings the decisions depend on."""
+    """Operator-wide settings the decisions depend on (the operator's configuration)."""
 
     default_artifacts_uri: str | None = None
+    job_image: str = "optimodel/jobs:dev"
+    server_image: str = "optimodel/server:dev"
+    job_cpu: str = "1"
+    """CPU request and limit of an optimization Job (its latency figures are measured under it)."""
+    job_memory: str = "4Gi"
+    job_deadline_seconds: int = 3600
+    """activeDeadlineSeconds of an optimization Job."""
+    job_backoff_limit: int = 1
+    server_port: int = 8080

@@ -1,0 +1,132 @@
+"""Per node pool: the model server Deployment of one revision, and the Services of the model."""
+
+from __future__ import annotations
+
+from optimodel_operator.api.nodepools import GPU_RESOURCE, NodePool
+from optimodel_operator.builders.common import Manifest, base_labels, host_path_volumes, metadata, restricted_security_context
+from optimodel_operator.planner.naming import (
+    ANNOTATION_ARTIFACT_SHA256,
+    ANNOTATION_MANIFEST,
+    LABEL_MODEL,
+    LABEL_POOL,
+    LABEL_REVISION,
+    LABEL_VARIANT,
+    dns_label,
+    label_value,
+)
+from optimodel_operator.planner.view import PlannerConfig, ResourceView
+
+CACHE_DIR = "/var/lib/optimodel/server-cache"
+
+
+def deployment_name(view: ResourceView, pool: str, revision: str) -> str:
+    # 63 characters at most: the ReplicaSet and pod names are derived from it.
+    return dns_label(view.name, pool, revision[:8], limit=47)
+
+
+def model_service_name(view: ResourceView) -> str:
+    return dns_label(view.name)
+
+
+def pool_service_name(view: ResourceView, pool: str) -> str:
+    return dns_label(view.name, pool)
+
+
+def pod_labels(view: ResourceView, pool: str, revision: str, variant: str) -> dict[str, str]:
+    return {**base_labels(view, "server"), LABEL_POOL: label_value(pool), LABEL_REVISION: revision,
+            LABEL_VARIANT: label_value(variant)}
+
+
+def build_server_deployment(
+    view: ResourceView, pool: NodePool, revision: str, variant: str, manifest_uri: str, sha256: str,
+    config: PlannerConfig,
+) -> Manifest:
+    labels = pod_labels(view, pool.name, revision, variant)
+    selector = {k: labels[k] for k in (LABEL_MODEL, LABEL_POOL, LABEL_REVISION)}
+    volumes, mounts = host_path_volumes([manifest_uri], prefix="store")
+    volumes.append({"name": "cache", "emptyDir": {}})
+    mounts.append({"name": "cache", "mountPath": CACHE_DIR})
+    resources: Manifest = {}
+    if pool.resources:
+        resources = pool.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if pool.gpus:
+        resources.setdefault("limits", {})[GPU_RESOURCE] = pool.gpus
+        resources.setdefault("requests", {})[GPU_RESOURCE] = pool.gpus
+    port = config.server_port
+    container: Manifest = {
+        "name": "server",
+        "image": config.server_image,
+        "args": [
+            "--manifest", manifest_uri,
+            "--model-name", view.name,
+            "--revision", revision,
+            "--pool", pool.name,
+            "--port", str(port),
+            "--cache-dir", CACHE_DIR,
+            "--execution-provider", pool.execution_provider.value,
+        ],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        # Ready only once the artifact is verified (sha256) and loaded: the server answers 503 until then.
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2,
+                           "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
+                          "failureThreshold": 6, "initialDelaySeconds": 10},
+        "volumeMounts": mounts,
+        "securityContext": restricted_security_context(),
+    }
+    if resources:
+        container["resources"] = resources
+    pod_spec: Manifest = {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in pool.tolerations]
+    annotations = {ANNOTATION_MANIFEST: manifest_uri, ANNOTATION_ARTIFACT_SHA256: sha256}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(view, deployment_name(view, pool.name, revision), labels, annotations),
+        "spec": {
+            "replicas": pool.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {**annotations, "prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                                    "prometheus.io/path": "/metrics"},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _service(view: ResourceView, name: str, selector: dict[str, str], labels: dict[str, str],
+             config: PlannerConfig) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(view, name, labels),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_model_service(view: ResourceView, config: PlannerConfig) -> Manifest:
+    """One Service for the model across every pool and revision that is ready."""
+    labels = base_labels(view, "server")
+    return _service(view, model_service_name(view), {LABEL_MODEL: labels[LABEL_MODEL], "app.kubernetes.io/component": "server"},
+                    labels, config)
+
+
+def build_pool_service(view: ResourceView, pool: str, config: PlannerConfig) -> Manifest:
+    labels = {**base_labels(view, "server"), LABEL_POOL: label_value(pool)}
+    selector = {LABEL_MODEL: labels[LABEL_MODEL], LABEL_POOL: labels[LABEL_POOL], "app.kubernetes.io/component": "server"}
+    return _service(view, pool_service_name(view, pool), selector, labels, config)

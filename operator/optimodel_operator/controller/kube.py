@@ -1,0 +1,184 @@
+"""The operator's only conversation with the API server beyond kopf's watches: read an OptimizedModel's
+children, apply what the planner decided, patch the status.
+
+Children are always read back from the API server (never remembered), so an operator restarted at any
+moment resumes from what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+
+from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
+from optimodel_operator.planner.loop import Actions, DeploymentObservation, JobObservation, Observed
+from optimodel_operator.planner.naming import LABEL_MODEL, LABEL_POOL, LABEL_REVISION, label_value
+from optimodel_operator.planner.results import RunObservation
+from optimodel_operator.planner.revision import JobPlan
+from optimodel_operator.planner.view import ResourceView
+
+FIELD_MANAGER = "optimodel"
+_OOM_REASONS = {"OOMKilled"}
+
+
+def load_config() -> None:
+    """In a pod: its service account; elsewhere: KUBECONFIG, as kopf itself logs in."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+@dataclass
+class Clients:
+    core: client.CoreV1Api
+    apps: client.AppsV1Api
+    batch: client.BatchV1Api
+    custom: client.CustomObjectsApi
+    dynamic: dynamic.DynamicClient
+
+    @classmethod
+    def create(cls) -> Clients:
+        api = client.ApiClient()
+        return cls(client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api),
+                   client.CustomObjectsApi(api), dynamic.DynamicClient(api))
+
+
+def _owned(items: Iterable[Any], uid: str) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        obj = item if isinstance(item, dict) else client.ApiClient().sanitize_for_serialization(item)
+        owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+        if any(o.get("uid") == uid for o in owners):
+            out.append(obj)
+    return out
+
+
+def _termination(pod: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(reason, message) of a Job pod's failed container, from its termination message when it has one."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if not terminated:
+            continue
+        if terminated.get("reason") in _OOM_REASONS:
+            return "OutOfMemory", f"container {status.get('name')} exceeded its memory limit (exit {terminated.get('exitCode')})"
+        text = (terminated.get("message") or "").strip()
+        if text:
+            try:
+                payload = json.loads(text.splitlines()[-1])
+                if isinstance(payload, dict) and payload.get("reason"):
+                    return str(payload["reason"]), str(payload.get("message") or "")
+            except ValueError:
+                pass
+        if terminated.get("exitCode"):
+            tail = f": {text[-500:]}" if text else ""
+            return terminated.get("reason") or "Error", f"exit code {terminated.get('exitCode')}{tail}"
+    return None, None
+
+
+def _job_observation(clients: Clients, job: Mapping[str, Any]) -> JobObservation:
+    name = job["metadata"]["name"]
+    conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conditions:
+        return JobObservation(name, "Complete")
+    if "Failed" not in conditions:
+        return JobObservation(name, "Running")
+    failed = conditions["Failed"]
+    if failed.get("reason") == "DeadlineExceeded":
+        deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        return JobObservation(name, "Failed", "DeadlineExceeded",
+                              f"ran past its deadline (activeDeadlineSeconds={deadline})")
+    pods = clients.core.list_namespaced_pod(job["metadata"]["namespace"], label_selector=f"job-name={name}").items
+    pods = sorted((client.ApiClient().sanitize_for_serialization(p) for p in pods),
+                  key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+    for pod in pods:
+        reason, message = _termination(pod)
+        if reason:
+            return JobObservation(name, "Failed", reason, message)
+    return JobObservation(name, "Failed", failed.get("reason") or "OptimizationFailed", failed.get("message"))
+
+
+def observe(clients: Clients, view: ResourceView, plans: list[JobPlan],
+            read_run: Any) -> Observed:
+    selector = f"{LABEL_MODEL}={label_value(view.name)}"
+    ns = view.namespace
+    jobs = _owned(clients.batch.list_namespaced_job(ns, label_selector=selector).items, view.uid)
+    deployments = _owned(clients.apps.list_namespaced_deployment(ns, label_selector=selector).items, view.uid)
+    services = _owned(clients.core.list_namespaced_service(ns, label_selector=selector).items, view.uid)
+    runs: dict[str, RunObservation] = {plan.job_name: read_run(plan) for plan in plans}
+    seen_deployments = {}
+    for d in deployments:
+        meta, spec, status = d["metadata"], d.get("spec") or {}, d.get("status") or {}
+        labels = meta.get("labels") or {}
+        replicas = int(spec.get("replicas") or 0)
+        current = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0) and int(
+            status.get("updatedReplicas") or 0) >= replicas
+        seen_deployments[meta["name"]] = DeploymentObservation(
+            name=meta["name"], revision=labels.get(LABEL_REVISION, ""), pool=labels.get(LABEL_POOL, ""),
+            replicas=replicas, available=int(status.get("availableReplicas") or 0), current=current,
+        )
+    return Observed(
+        jobs={j["metadata"]["name"]: _job_observation(clients, j) for j in jobs},
+        runs=runs,
+        deployments=seen_deployments,
+        services=frozenset(s["metadata"]["name"] for s in services),
+    )
+
+
+def _resource(clients: Clients, obj: Mapping[str, Any]) -> Any:
+    return clients.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+
+
+def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tuple[str, str, str]]:
+    """Create, apply, delete; returns (verb, kind, name) for each change actually made (for events)."""
+    done: list[tuple[str, str, str]] = []
+    for obj in actions.create:
+        try:
+            _resource(clients, obj).create(body=obj, namespace=namespace)
+            done.append(("Created", obj["kind"], obj["metadata"]["name"]))
+        except ApiException as error:
+            if error.status != 409:  # already there: created by an earlier reconcile
+                raise
+    for obj in actions.apply:
+        resource = _resource(clients, obj)
+        name = obj["metadata"]["name"]
+        try:
+            before = resource.get(name=name, namespace=namespace).metadata.resourceVersion
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            before = None
+        after = resource.server_side_apply(body=obj, name=name, namespace=namespace, field_manager=FIELD_MANAGER,
+                                           force_conflicts=True).metadata.resourceVersion
+        if before is None:
+            done.append(("Created", obj["kind"], name))
+        elif before != after:
+            done.append(("Updated", obj["kind"], name))
+    for kind, name in actions.delete:
+        api_version = "apps/v1" if kind == "Deployment" else "v1"
+        try:
+            clients.dynamic.resources.get(api_version=api_version, kind=kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+            done.append(("Deleted", kind, name))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    return done
+
+
+def read_model(clients: Clients, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return clients.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+    clients.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": patch})
