@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 
-from optimodel_jobs.config import parse_config
+from optimodel_contracts.jobconfig import parse_config
 from optimodel_jobs.datasets import bind, read_table
 from optimodel_jobs.gate import METRICS, metric_drop
 from optimodel_jobs.latency import measure_interleaved
@@ -46,14 +46,14 @@ def variants_for(model: str, quick: bool) -> list[dict[str, Any]]:
         return [
             {"name": "int8-dynamic", "quantize": {"mode": "dynamic"}},
             {"name": "int8-static", "quantize": {"mode": "static", "calibration": {"method": "minmax", "samples": 256}}},
-            {"name": "pruned", "prune": {"ratio": 0.5, "fineTuneEpochs": epochs(8, 4), "lr": 5e-4}},
+            {"name": "pruned", "prune": {"amount": 0.5, "fineTuneEpochs": epochs(8, 4), "lr": 5e-4}},
             {"name": "pruned-int8", "from": "pruned", "quantize": {"mode": "dynamic"}},
         ]
     if model == "cnn":
         return [
             {"name": "int8-static", "quantize": {"mode": "static", "calibration": {"method": "percentile", "samples": 128}}},
             {"name": "int8-static-entropy", "quantize": {"mode": "static", "calibration": {"method": "entropy", "samples": 128}}},
-            {"name": "pruned", "prune": {"ratio": 0.4, "fineTuneEpochs": 8, "lr": 1e-3}},
+            {"name": "pruned", "prune": {"amount": 0.4, "fineTuneEpochs": 8, "lr": 1e-3}},
             {"name": "pruned-int8", "from": "pruned", "quantize": {"mode": "static", "calibration": {"method": "percentile", "samples": 128}}},
         ]
     teacher = build("bert-teacher")
@@ -61,7 +61,7 @@ def variants_for(model: str, quick: bool) -> list[dict[str, Any]]:
         {"name": "fp32-optimized"},
         {"name": "int8-dynamic", "quantize": {"mode": "dynamic"}},
         {"name": "int8-static", "quantize": {"mode": "static", "calibration": {"method": "minmax", "samples": 256}}},
-        {"name": "pruned", "prune": {"ratio": 0.5, "headsRatio": 0.5, "fineTuneEpochs": epochs(3, 2), "lr": 5e-4}},
+        {"name": "pruned", "prune": {"amount": 0.5, "headsAmount": 0.5, "fineTuneEpochs": epochs(3, 2), "lr": 5e-4}},
         {"name": "pruned-int8", "from": "pruned", "quantize": {"mode": "dynamic"}},
         {
             "name": "distilled",
@@ -71,8 +71,9 @@ def variants_for(model: str, quick: bool) -> list[dict[str, Any]]:
                 # Unlabeled transfer data: the teacher's own (larger) training inputs; labels unused.
                 "dataset": str(teacher.train),
                 "epochs": 12,
-                "lr": 2e-3,
+                "learningRate": 2e-3,
                 "temperature": 2.0,
+                "alpha": 1.0,  # the soft (teacher) loss only
                 "batchSize": 32,
             },
             "gate": {"maxDrop": 0.02},  # the target for distillation: <= 2% relative
@@ -89,7 +90,7 @@ def pipeline_config(model: str, work: Path, quick: bool) -> dict[str, Any]:
     return {
         "name": f"bench-{model}",
         "source": zoo.source_config(),
-        "evaluation": {"dataset": str(zoo.evaluation), "metric": "accuracy", "maxDrop": 0.01, "dropType": "relative"},
+        "evaluation": {"dataset": str(zoo.evaluation), "metric": "accuracy", "maxDrop": 0.01, "maxDropMode": "relative"},
         "calibration": {"dataset": str(zoo.calibration), "samples": 256},
         "training": str(zoo.train),
         "variants": variants_for(model, quick),

@@ -366,7 +366,7 @@ def main() -> None:
     wrk = ensure_wrk(not args.no_setup)
     mlserver = None if args.skip_mlserver else ensure_mlserver(not args.no_setup)
 
-    from optimodel_jobs.artifacts import fetch_verified
+    from optimodel_contracts.artifacts import fetch_verified
     from optimodel_server.sample_artifact import write_sample_artifact
 
     started = time.monotonic()

@@ -5,6 +5,8 @@ laid out as::
 
     <store>/blobs/sha256/<hex>.onnx            the model, content-addressed by its sha256
     <store>/manifests/<variant>/<hex>.json     a versioned manifest, named by the sha256 of its bytes
+    <store>/runs/<name>/<spec-hash[:16]>.json  a Job run's record (:mod:`optimodel_contracts.runrecord`)
+    <store>/builds/<build-key>.json            a variant built before, reused by content (runrecord.BuildRecord)
 
 Both are written under a temporary name and then moved into place, so a partial upload is never
 visible under its final name. Readers verify the blob's sha256 and size against the manifest before
@@ -325,6 +327,15 @@ def _atomic_put_file(fs: fsspec.AbstractFileSystem, local: Path, final_path: str
             fs.rm(temp)
 
 
+def put_bytes(store_uri: str, relative: str, payload: bytes) -> str:
+    """Write ``payload`` at ``<store>/<relative>`` atomically (temporary name, then moved); return its URI."""
+    if relative.startswith("/") or ".." in relative.split("/"):
+        raise ValueError(f"{relative!r} must be a relative path inside the store")
+    fs, root = fsspec.core.url_to_fs(store_uri)
+    _atomic_put_bytes(fs, payload, f"{root.rstrip('/')}/{relative}")
+    return _join(store_uri, relative)
+
+
 def write_artifact(
     store_uri: str, model_path: Path, manifest: ArtifactManifest, manifest_name: str | None = None
 ) -> str:
@@ -409,17 +420,26 @@ def fetch_verified(
     missing blob raises :class:`ArtifactIntegrityError` and leaves nothing behind.
     """
     manifest = read_manifest(manifest_uri)
-    match = _BLOB_PATH.match(manifest.blob)
-    if match is None or match.group(1) != manifest.sha256:
-        raise ArtifactIntegrityError(
-            "BlobPathInvalid", f"manifest blob path {manifest.blob!r} is not blobs/sha256/<its sha256>.onnx"
-        )
     root = store_uri if store_uri is not None else store_root_of(manifest_uri)
-    blob_uri = _join(root, manifest.blob)
+    final = fetch_blob_verified(root, manifest.blob, manifest.sha256, manifest.size_bytes, dest_dir, named_by=manifest_uri)
+    return manifest, final
+
+
+def fetch_blob_verified(
+    store_uri: str, blob: str, sha256: str, size_bytes: int, dest_dir: Path, named_by: str = "a record"
+) -> Path:
+    """Copy ``<store>/<blob>`` into ``dest_dir`` as ``<sha256>.onnx``, verified (size, sha256) before it
+    appears under that name; ``blob`` must be ``blobs/sha256/<sha256>.onnx``. Raises ArtifactIntegrityError."""
+    match = _BLOB_PATH.match(blob)
+    if match is None or match.group(1) != sha256:
+        raise ArtifactIntegrityError(
+            "BlobPathInvalid", f"blob path {blob!r} in {named_by} is not blobs/sha256/<its sha256>.onnx"
+        )
+    blob_uri = _join(store_uri, blob)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    final = dest_dir / f"{manifest.sha256}.onnx"
-    partial = dest_dir / f".{manifest.sha256}.{uuid.uuid4().hex}.partial"
+    final = dest_dir / f"{sha256}.onnx"
+    partial = dest_dir / f".{sha256}.{uuid.uuid4().hex}.partial"
     digest = hashlib.sha256()
     size = 0
     try:
@@ -430,17 +450,26 @@ def fetch_verified(
                     size += len(chunk)
                     sink.write(chunk)
         except FileNotFoundError as error:
-            raise ArtifactIntegrityError("BlobMissing", f"blob {blob_uri} named by {manifest_uri} is missing") from error
-        if size != manifest.size_bytes:
+            raise ArtifactIntegrityError("BlobMissing", f"blob {blob_uri} named by {named_by} is missing") from error
+        if size != size_bytes:
+            raise ArtifactIntegrityError("SizeMismatch", f"blob {blob_uri} has {size} bytes, {named_by} says {size_bytes}")
+        if digest.hexdigest() != sha256:
             raise ArtifactIntegrityError(
-                "SizeMismatch", f"blob {blob_uri} has {size} bytes, manifest says {manifest.size_bytes}"
-            )
-        if digest.hexdigest() != manifest.sha256:
-            raise ArtifactIntegrityError(
-                "HashMismatch", f"blob {blob_uri} hashes to {digest.hexdigest()}, manifest says {manifest.sha256}"
+                "HashMismatch", f"blob {blob_uri} hashes to {digest.hexdigest()}, {named_by} says {sha256}"
             )
         os.replace(partial, final)
     finally:
         if partial.exists():
             partial.unlink()
-    return manifest, final
+    return final
+
+
+def put_blob(store_uri: str, model_path: Path) -> tuple[str, str, int]:
+    """Upload a local file content-addressed; return (blob path relative to the store, sha256, size)."""
+    digest, size = sha256_file(Path(model_path))
+    blob_rel = f"{BLOB_PREFIX}/{digest}.onnx"
+    fs, root = fsspec.core.url_to_fs(store_uri)
+    blob_path = f"{root.rstrip('/')}/{blob_rel}"
+    if not (fs.exists(blob_path) and fs.size(blob_path) == size):
+        _atomic_put_file(fs, Path(model_path), blob_path)
+    return blob_rel, digest, size

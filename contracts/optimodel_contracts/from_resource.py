@@ -1,16 +1,35 @@
 """An ``OptimizedModel`` resource (or its ``spec``), as the operator's API defines it, -> an OptimizeConfig.
 
-Pure and dictionary-based on purpose: the Job image does not import the operator's pydantic types,
-and the operator can pass the resource it already has (``--resource``). Fields that only concern
-serving or the rollout (replicas, nodeSelector, tolerations, rollout, ...) are not the Job's business
-and are dropped here.
+The one mapping between the API and the Job. The Job config takes the API's names and meanings as its
+own (see :mod:`optimodel_contracts.jobconfig`), so most fields pass through unchanged; what is left here
+is structure: ``evaluation.benchmark`` -> ``latency``, ``nodePools[].resources.limits.cpu`` -> the pool's
+``cpuLimit`` in cores, ``artifacts.uri`` -> ``store``, the task from the metric (``mae``/``mse`` are
+regression), ``metadata.name`` -> ``name``. Fields that only concern serving or the rollout (replicas,
+nodeSelector, tolerations, gpus, rollout, revisionHistoryLimit, the store's credentials) are not the
+Job's business and are dropped here; ``tests/unit/test_contracts_mapping.py`` walks every API field and
+fails for one that is neither mapped nor listed as dropped.
+
+Pure and dictionary-based on purpose: the contracts do not import the operator's pydantic types, and the
+operator can pass the resource it already has (``python -m optimodel_jobs --resource``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from optimodel_jobs.config import OptimizeConfig, parse_config
+from optimodel_contracts import errors
+from optimodel_contracts.errors import OptimizeError
+from optimodel_contracts.jobconfig import OptimizeConfig, parse_config
+
+# Keys passed through as they are (same name, same meaning, same default in the Job config).
+_EVALUATION_KEYS = ("dataset", "metric", "topK", "higherIsBetter", "maxDrop", "maxDropMode", "minSamples",
+                    "maxLatencyMs", "minSpeedup", "maxSizeMiB")
+_GATE_KEYS = ("maxDrop", "maxDropMode", "maxLatencyMs", "minSpeedup", "maxSizeMiB")
+_QUANTIZE_KEYS = ("mode", "weightType", "perChannel", "calibration")
+_CONVERT_KEYS = ("dtype", "keepIoTypes")
+_PRUNE_KEYS = ("amount", "headsAmount", "granularity", "norm", "fineTuneEpochs", "dataset")
+_DISTILL_KEYS = ("student", "dataset", "epochs", "temperature", "alpha", "learningRate", "batchSize")
+_SOURCE_KEYS = ("uri", "format", "inputs", "sha256")
 
 
 def _cpu_quantity(value: Any) -> float | None:
@@ -21,112 +40,68 @@ def _cpu_quantity(value: Any) -> float | None:
     return float(text[:-1]) / 1000.0 if text.endswith("m") else float(text)
 
 
-def _without_none(mapping: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in mapping.items() if v is not None}
-
-
-def _gate(raw: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not raw:
-        return None
-    return _without_none({
-        "maxDrop": raw.get("maxDrop"),
-        "dropType": raw.get("maxDropMode"),
-        "maxLatencyMs": raw.get("maxLatencyMs"),
-        "minSpeedup": raw.get("minSpeedup"),
-        "maxSizeMiB": raw.get("maxSizeMiB"),
-    })
+def _pick(raw: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: raw[k] for k in keys if raw is not None and raw.get(k) is not None}
 
 
 def _optimization(raw: dict[str, Any]) -> dict[str, Any]:
     variant: dict[str, Any] = {"name": raw["name"]}
     if raw.get("from"):
         variant["from"] = raw["from"]
-    if gate := _gate(raw.get("gate")):
+    if gate := _pick(raw.get("gate"), _GATE_KEYS):
         variant["gate"] = gate
-    if quantize := raw.get("quantize"):
-        mapped: dict[str, Any] = {"mode": quantize["mode"]}
-        if quantize.get("perChannel") is not None:
-            mapped["perChannel"] = quantize["perChannel"]
-        if calibration := quantize.get("calibration"):
-            mapped["calibration"] = _without_none({
-                "dataset": calibration.get("dataset"), "method": calibration.get("method"), "samples": calibration.get("samples"),
-            })
-        variant["quantize"] = mapped
-    if convert := raw.get("convert"):
-        variant["convert"] = _without_none({"dtype": convert.get("dtype"), "keepIoTypes": convert.get("keepIoTypes")})
-    if prune := raw.get("prune"):
-        variant["prune"] = _without_none({
-            "ratio": prune["amount"],
-            # The API keeps heads unless headsAmount is set.
-            "headsRatio": prune.get("headsAmount", 0.0),
-            "fineTuneEpochs": prune.get("fineTuneEpochs", 1),
-            "dataset": prune.get("dataset"),
-            "granularity": prune.get("granularity"),
-            "norm": prune.get("norm"),
-        })
-    if distill := raw.get("distill"):
-        student = distill.get("student", {})
-        variant["distill"] = _without_none({
-            "student": {k: student[k] for k in ("layers", "hidden") if k in student},
-            "dataset": distill.get("dataset"),
-            "epochs": distill.get("epochs"),
-            "temperature": distill.get("temperature"),
-            # The API's alpha weighs the soft loss; ours weighs the hard-label loss.
-            "alpha": None if distill.get("alpha") is None else 1.0 - float(distill["alpha"]),
-            "lr": distill.get("learningRate"),
-            "batchSize": distill.get("batchSize"),
-        })
+    for kind, keys in (("quantize", _QUANTIZE_KEYS), ("convert", _CONVERT_KEYS), ("prune", _PRUNE_KEYS),
+                       ("distill", _DISTILL_KEYS)):
+        if raw.get(kind) is not None:
+            variant[kind] = _pick(raw[kind], keys)
     return variant
 
 
 def config_from_resource(resource: dict[str, Any], *, store: str | None = None, name: str | None = None,
-                         work_dir: str | None = None) -> OptimizeConfig:
-    """Map an OptimizedModel (whole object or just its spec) to the Job's config."""
+                         work_dir: str | None = None, pools: list[str] | None = None) -> OptimizeConfig:
+    """Map an OptimizedModel (whole object or just its spec) to the Job's config.
+
+    ``store`` overrides ``spec.artifacts.uri``; ``name`` overrides ``metadata.name``. ``pools`` restricts
+    the config to those node pools (the operator runs one Job per execution provider, on that provider's
+    nodes, with that provider's pools); unknown names are refused. Raises OptimizeError (ConfigInvalid).
+    """
     spec = resource.get("spec", resource)
-    metadata = resource.get("metadata", {})
-    source = spec["source"]
-    evaluation = spec["evaluation"]
-    benchmark = evaluation.get("benchmark", {})
-    source_config = _without_none({
-        "uri": source["uri"],
-        "format": "torchscript" if source.get("format") == "torch" else source.get("format", "onnx"),
-        "inputNames": [i["name"] for i in source["inputs"]] if source.get("inputs") else None,
-        "sha256": source.get("sha256"),
-    })
-    pools = []
-    for pool in spec.get("nodePools", []):
+    metadata = resource.get("metadata") or {}
+    try:
+        source = spec["source"]
+        evaluation = spec["evaluation"]
+    except KeyError as error:
+        raise OptimizeError(errors.CONFIG_INVALID, f"the OptimizedModel spec has no {error.args[0]!r}") from None
+    node_pools = spec.get("nodePools") or []
+    if pools is not None:
+        known = [p["name"] for p in node_pools]
+        unknown = sorted(set(pools) - set(known))
+        if unknown or not pools:
+            raise OptimizeError(errors.CONFIG_INVALID, f"pools {unknown or pools} are not nodePools of the resource (known: {known})")
+        node_pools = [p for p in node_pools if p["name"] in pools]
+    mapped_pools = []
+    for pool in node_pools:
         limits = (pool.get("resources") or {}).get("limits") or {}
-        pools.append(_without_none({
-            "name": pool["name"],
-            "provider": pool.get("executionProvider", "cpu"),
-            "variant": pool.get("variant"),
-            "cpuLimit": _cpu_quantity(limits.get("cpu")),
-        }))
+        mapped = {"name": pool["name"], "executionProvider": pool.get("executionProvider", "cpu")}
+        if pool.get("variant") is not None:
+            mapped["variant"] = pool["variant"]
+        if (cpu := _cpu_quantity(limits.get("cpu"))) is not None:
+            mapped["cpuLimit"] = cpu
+        mapped_pools.append(mapped)
     metric = evaluation.get("metric", "accuracy")
+    benchmark = evaluation.get("benchmark") or {}
+    latency = _pick(benchmark, ("iterations", "warmup"))
+    if benchmark.get("batchSize") is not None:
+        latency["batchSizes"] = [benchmark["batchSize"]]
     config: dict[str, Any] = {
         "name": name or metadata.get("name") or "model",
         # The API has no task field; its regression metrics say it.
         "task": "regression" if metric in ("mae", "mse") else "classification",
-        "source": source_config,
-        "evaluation": _without_none({
-            "dataset": evaluation["dataset"],
-            "metric": metric,
-            "topK": evaluation.get("topK"),
-            "maxDrop": evaluation.get("maxDrop"),
-            "dropType": evaluation.get("maxDropMode", "absolute"),  # the API's default
-            "higherIsBetter": evaluation.get("higherIsBetter"),
-            "minSamples": evaluation.get("minSamples"),
-            "maxLatencyMs": evaluation.get("maxLatencyMs"),
-            "minSpeedup": evaluation.get("minSpeedup"),
-            "maxSizeMiB": evaluation.get("maxSizeMiB"),
-        }),
-        "variants": [_optimization(o) for o in spec.get("optimizations", [])],
-        "latency": _without_none({
-            "batchSizes": [benchmark["batchSize"]] if "batchSize" in benchmark else None,
-            "iterations": benchmark.get("iterations"),
-            "warmup": benchmark.get("warmup"),
-        }),
-        "pools": pools or [{"name": "cpu"}],
+        "source": _pick(source, _SOURCE_KEYS),
+        "evaluation": _pick(evaluation, _EVALUATION_KEYS),
+        "variants": [_optimization(o) for o in spec.get("optimizations") or []],
+        "latency": latency,
+        "pools": mapped_pools or [{"name": "cpu"}],
     }
     store_uri = store or (spec.get("artifacts") or {}).get("uri")
     if store_uri:

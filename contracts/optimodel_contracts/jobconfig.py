@@ -1,8 +1,13 @@
 """The optimization Job's configuration: one plain JSON/YAML document, camelCase or snake_case keys.
 
-It deliberately mirrors the ``OptimizedModel`` spec (``source``, ``evaluation``, ``optimizations``,
-``nodePools``) so that the operator can hand a resource's spec to the Job nearly as it is; it does not
-import the operator's API types, so the Job image does not depend on them.
+Names and meanings are the ``OptimizedModel`` API's wherever the two say the same thing (``source.format:
+torch`` is TorchScript, ``evaluation.maxDropMode`` defaults to ``absolute``, ``prune.amount`` /
+``headsAmount``, ``distill.alpha`` weighs the soft loss, ``learningRate``, ``executionProvider``,
+``quantize.weightType`` ...), with the API's defaults; what the Job adds (``state_dict`` and
+``exported_program`` sources, ``latency``, ``fallback``, budgets per variant ...) is the Job's own.
+:mod:`optimodel_contracts.from_resource` is the one mapping from the API, and a unit test walks every
+API field through it. This module does not import the operator's API types, so the Job image does not
+depend on them.
 """
 
 from __future__ import annotations
@@ -15,31 +20,45 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from optimodel_jobs import errors
-from optimodel_jobs.errors import OptimizeError
+from optimodel_contracts import errors
+from optimodel_contracts.errors import OptimizeError
 
 
 class Spec(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class InputSpec(Spec):
+    """One declared model input (the API's ``source.inputs[]``): checked against the model's own
+    signature and the dataset's arrays; ``-1`` (or null) marks a dynamic dimension."""
+
+    name: str = Field(min_length=1)
+    dtype: Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"] = "float32"
+    shape: list[int | None] = Field(min_length=1)
+
+
 class SourceSpec(Spec):
-    """The model to optimize. ``torch``: ``uri`` is a state dict and ``factory`` makes the module;
-    ``torchscript``: a ``torch.jit.save`` file; ``exported_program``: a ``torch.export.save`` file."""
+    """The model to optimize. ``onnx``; ``torch``: a TorchScript archive (``torch.jit.save``), as in the
+    API; ``state_dict``: a ``torch.save`` state dict, ``factory`` makes the module; ``exported_program``:
+    a ``torch.export.save`` file. ``factory`` (with ``factoryKwargs``) is also the default student
+    architecture of distillation."""
 
     uri: str
-    format: Literal["onnx", "torch", "torchscript", "exported_program"] = "onnx"
+    format: Literal["onnx", "torch", "state_dict", "exported_program"] = "onnx"
     factory: str | None = None
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
-    input_names: list[str] | None = None
+    inputs: list[InputSpec] | None = None
     output_names: list[str] = Field(default_factory=lambda: ["logits"])
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
 
+    @property
+    def input_names(self) -> list[str] | None:
+        return [i.name for i in self.inputs] if self.inputs else None
+
     @model_validator(mode="after")
-    def _torch_without_factory_is_torchscript(self) -> SourceSpec:
-        # The OptimizedModel API's "torch" is a TorchScript archive; with a factory it is a state dict.
-        if self.format == "torch" and not self.factory:
-            self.format = "torchscript"
+    def _state_dict_needs_factory(self) -> SourceSpec:
+        if self.format == "state_dict" and not self.factory:
+            raise ValueError("source.format state_dict needs source.factory (the function that makes the module)")
         return self
 
 
@@ -76,18 +95,17 @@ class EvaluationSpec(Budgets):
     metric: str = "accuracy"
     top_k: int | None = Field(default=None, ge=2)
     max_drop: float = Field(default=0.01, ge=0)
-    drop_type: Literal["relative", "absolute"] = Field(
-        default="relative", validation_alias=AliasChoices("dropType", "maxDropMode", "drop_type")
-    )
+    max_drop_mode: Literal["absolute", "relative"] = "absolute"
     higher_is_better: bool | None = None
     min_agreement: float | None = Field(default=None, ge=0, le=1)
-    min_samples: int = Field(default=1, ge=1)
+    min_samples: int = Field(default=100, ge=1)
 
 
 class CalibrationSpec(Spec):
     dataset: DatasetSpec | None = None
     samples: int = Field(default=256, gt=0)
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # Job-only: the percentile of method percentile (the API's method says 99.999).
     percentile: float = Field(default=99.999, gt=90, le=100)
 
 
@@ -102,6 +120,8 @@ class FallbackSpec(Spec):
 class QuantizeSpec(Spec):
     mode: Literal["dynamic", "static"] = "dynamic"
     calibration: CalibrationSpec | None = None
+    weight_type: Literal["int8", "uint8"] = "int8"
+    # "auto" (the API's unset): per-channel scales where they pay (static, or CPUs without VNNI).
     per_channel: bool | Literal["auto"] = "auto"
     # "auto": 7-bit weights on CPUs without VNNI, where u8s8 products saturate (see quantize.py).
     reduce_range: bool | Literal["auto"] = "auto"
@@ -118,22 +138,22 @@ class GateOverride(Budgets):
     """Per-variant replacements for the evaluation's gate settings."""
 
     max_drop: float | None = Field(default=None, ge=0)
-    drop_type: Literal["relative", "absolute"] | None = Field(
-        default=None, validation_alias=AliasChoices("dropType", "maxDropMode", "drop_type")
-    )
+    max_drop_mode: Literal["absolute", "relative"] | None = None
 
 
 class PruneSpec(Spec):
-    """Structured pruning: ``ratio`` of the hidden neurons / channels / FFN units removed;
-    ``heads_ratio`` of the attention heads (defaults to ``ratio``). ``dataset``: data for the
-    importance pass and fine-tuning (default: the job's training data)."""
+    """Structured pruning: ``amount`` of the hidden neurons / channels / FFN units removed;
+    ``heads_amount`` of the attention heads (unset: heads are kept, as in the API). ``dataset``: data
+    for the importance pass and fine-tuning (default: the job's training data)."""
 
-    ratio: float = Field(default=0.5, gt=0, lt=1, validation_alias=AliasChoices("ratio", "amount"))
-    heads_ratio: float | None = Field(default=None, ge=0, lt=1, validation_alias=AliasChoices("headsRatio", "headsAmount", "heads_ratio"))
+    amount: float = Field(default=0.5, gt=0, lt=1)
+    heads_amount: float | None = Field(default=None, ge=0, lt=1)
     dataset: DatasetSpec | None = None
-    granularity: str | None = None  # recorded; the structure decides what a unit is (neuron, channel, head)
-    norm: str | None = None  # recorded; importance is measured on data (activation x outgoing weight norm)
-    fine_tune_epochs: int = Field(default=0, ge=0)
+    # Recorded in the manifest, not obeyed: the model's structure decides what a unit is (neuron,
+    # channel, head), and importance is measured on data (activation x outgoing weight norm).
+    granularity: Literal["channel", "filter"] | None = None
+    norm: Literal["l1", "l2"] | None = None
+    fine_tune_epochs: int = Field(default=1, ge=0)
     lr: float = Field(default=5e-4, gt=0)
     temperature: float = Field(default=2.0, gt=0)
 
@@ -148,8 +168,10 @@ class DistillSpec(Spec):
     dataset: DatasetSpec | None = None
     epochs: int = Field(default=3, ge=1)
     temperature: float = Field(default=2.0, gt=0)
-    alpha: float = Field(default=0.0, ge=0, le=1)  # weight of the hard-label loss (0: soft labels only)
-    lr: float = Field(default=1e-3, gt=0, validation_alias=AliasChoices("lr", "learningRate"))
+    # Weight of the soft (teacher) loss, as in the API; 1 - alpha weighs the hard-label loss (when the
+    # data has labels; without labels the soft loss alone is used, and recorded).
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
     batch_size: int = Field(default=64, gt=0)
 
 
@@ -187,9 +209,12 @@ class VariantSpec(Spec):
 
 
 class LatencySpec(Spec):
+    """How latency is measured (the API's ``evaluation.benchmark``: ``batchSize`` -> ``batchSizes:
+    [batchSize]``, same ``iterations`` and ``warmup`` defaults); the smallest batch size is the gate's."""
+
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
-    iterations: int = Field(default=100, gt=0)
-    warmup: int = Field(default=10, ge=0)
+    iterations: int = Field(default=200, gt=0)
+    warmup: int = Field(default=20, ge=0)
     rounds: int = Field(default=5, gt=0)
     cpu_limit: float | None = Field(default=None, gt=0)
     measure_memory: bool = True
@@ -203,10 +228,11 @@ class LatencySpec(Spec):
 
 
 class PoolSpec(Spec):
+    """A node pool (the API's ``nodePools[]``): its execution provider, the variant it names (None:
+    ``auto``) and its CPU limit (the API's ``resources.limits.cpu``, in cores)."""
+
     name: str
-    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
-        default="cpu", validation_alias=AliasChoices("provider", "executionProvider")
-    )
+    execution_provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     variant: str | None = None
     cpu_limit: float | None = Field(default=None, gt=0)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from optimodel_jobs.artifacts import DriftReference, FeatureProfile, bin_counts, extract_feature
-from optimodel_jobs.artifacts import population_stability_index
+from optimodel_contracts.artifacts import DriftReference, FeatureProfile, bin_counts, extract_feature
+from optimodel_contracts.artifacts import population_stability_index
 
 log = logging.getLogger(__name__)
 

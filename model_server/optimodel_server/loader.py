@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from optimodel_jobs.artifacts import ArtifactIntegrityError, ArtifactManifest, fetch_verified
+from optimodel_contracts.artifacts import ArtifactIntegrityError, ArtifactManifest, fetch_verified
 
 from .model import OnnxModel
 from .providers import normalise_provider

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from optimodel_jobs.artifacts import (
+from optimodel_contracts.artifacts import (
     ArtifactManifest,
     DriftReference,
     GateVerdict,

@@ -26,7 +26,7 @@ def served_name(config: ServerConfig) -> str:
     """The model name clients use: the flag, else the manifest's variant name read without the blob."""
     if config.model_name:
         return config.model_name
-    from optimodel_jobs.artifacts import ArtifactIntegrityError, read_manifest
+    from optimodel_contracts.artifacts import ArtifactIntegrityError, read_manifest
 
     try:
         return read_manifest(config.manifest_uri).name

@@ -43,7 +43,7 @@ def _config_from_resource(text_or_path: str, store: str | None, work_dir: str | 
 
     from optimodel_jobs.cli import report_refusal
     from optimodel_jobs.errors import OptimizeError
-    from optimodel_jobs.resource import config_from_resource
+    from optimodel_contracts.from_resource import config_from_resource
 
     try:
         text = text_or_path if text_or_path.strip().startswith("{") else Path(text_or_path).read_text()

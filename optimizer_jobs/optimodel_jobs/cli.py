@@ -87,7 +87,7 @@ def report_refusal(reason: str, message: str, console: Any) -> None:
 
 
 def execute(config_text_or_path: str, overrides: dict[str, Any], console: Any, json_output: bool = False) -> int:
-    from optimodel_jobs.config import load_config, parse_config
+    from optimodel_contracts.jobconfig import load_config, parse_config
     from optimodel_jobs.errors import OptimizeError
 
     started = time.perf_counter()

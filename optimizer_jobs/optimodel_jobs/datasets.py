@@ -14,8 +14,8 @@ import fsspec
 import numpy as np
 
 from optimodel_jobs import errors
-from optimodel_jobs.artifacts import TensorSpec
-from optimodel_jobs.config import DatasetSpec
+from optimodel_contracts.artifacts import TensorSpec
+from optimodel_contracts.jobconfig import DatasetSpec
 from optimodel_jobs.errors import OptimizeError
 
 _LABEL_FALLBACKS = ("label", "labels", "y", "target")

@@ -2,7 +2,7 @@
 also used to fine-tune a pruned model against its unpruned self.
 
 Only inputs are needed (the calibration or an unlabeled training set); labels, when present and
-``alpha`` > 0, add a hard-label term.
+``alpha`` < 1, add a hard-label term weighted ``1 - alpha``.
 """
 
 from __future__ import annotations
@@ -40,17 +40,20 @@ def distill(
     temperature: float,
     batch_size: int = 64,
     labels: np.ndarray | None = None,
-    alpha: float = 0.0,
+    alpha: float = 1.0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Train ``student`` in place on the teacher's ``targets``; returns the last epoch's mean loss."""
+    """Train ``student`` in place on the teacher's ``targets``; returns the last epoch's mean loss.
+
+    ``alpha`` weighs the soft (teacher) loss and ``1 - alpha`` the hard-label loss (classification with
+    ``labels`` only; without labels the soft loss alone is used), as the API's ``distill.alpha`` says."""
     import torch
     import torch.nn.functional as F  # noqa: N812 - the usual name
 
     torch.manual_seed(seed)
     tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
     soft = torch.from_numpy(targets.astype(np.float32))
-    hard = None if labels is None or alpha == 0 else torch.from_numpy(labels.astype(np.int64))
+    hard = None if labels is None or alpha >= 1 else torch.from_numpy(labels.astype(np.int64))
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.01)
     count = len(soft)
     steps = max(1, epochs * ((count + batch_size - 1) // batch_size))
@@ -70,7 +73,7 @@ def distill(
                     reduction="batchmean",
                 ) * temperature**2
                 if hard is not None:
-                    loss = (1 - alpha) * loss + alpha * F.cross_entropy(output, hard[index])
+                    loss = alpha * loss + (1 - alpha) * F.cross_entropy(output, hard[index])
             else:
                 loss = F.mse_loss(output, soft[index])
             optimizer.zero_grad()
@@ -81,4 +84,5 @@ def distill(
             batches += 1
         epoch_loss = total / max(1, batches)
     student.eval()
-    return {"epochs": epochs, "temperature": temperature, "final_loss": round(epoch_loss, 6), "samples": count}
+    return {"epochs": epochs, "temperature": temperature, "alpha": alpha, "hard_labels": hard is not None,
+            "final_loss": round(epoch_loss, 6), "samples": count}

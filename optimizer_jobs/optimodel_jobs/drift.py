@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from optimodel_jobs.artifacts import DriftReference, FeatureProfile, class_profile, quantile_profile
+from optimodel_contracts.artifacts import DriftReference, FeatureProfile, class_profile, quantile_profile
 
 MAX_FEATURES = 32
 WIDE_SAMPLE = 16

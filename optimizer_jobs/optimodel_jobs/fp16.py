@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from optimodel_jobs.config import ConvertSpec
+from optimodel_contracts.jobconfig import ConvertSpec
 
 
 def convert(source: Path, destination: Path, spec: ConvertSpec) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from optimodel_jobs import errors
-from optimodel_jobs.artifacts import GateVerdict
-from optimodel_jobs.config import Budgets, EvaluationSpec, GateOverride
+from optimodel_contracts.artifacts import GateVerdict
+from optimodel_contracts.jobconfig import Budgets, EvaluationSpec, GateOverride
 from optimodel_jobs.errors import OptimizeError
 
 
@@ -174,8 +174,8 @@ def decide(
     if not outputs_finite:
         return GateVerdict(passed=False, reason="the variant produced NaN or infinite outputs", deployable=False)
     higher = metric.higher_is_better if evaluation.higher_is_better is None else evaluation.higher_is_better
-    drop = metric_drop(source_value, variant_value, higher, evaluation.drop_type)
-    unit = "relative" if evaluation.drop_type == "relative" else "absolute"
+    drop = metric_drop(source_value, variant_value, higher, evaluation.max_drop_mode)
+    unit = "relative" if evaluation.max_drop_mode == "relative" else "absolute"
     described = f"{metric.name} {variant_value:.4f} vs source {source_value:.4f}: {unit} drop {drop:+.4f}"
     if drop > evaluation.max_drop + 1e-12:
         return GateVerdict(passed=False, reason=f"{described} exceeds maxDrop {evaluation.max_drop}", deployable=False)

@@ -20,16 +20,24 @@ from typing import Any, Protocol
 import numpy as np
 
 from optimodel_jobs import errors, graphopt
-from optimodel_jobs.artifacts import (
+from optimodel_contracts.artifacts import (
     ArtifactManifest,
     DriftReference,
     GateVerdict,
     Lineage,
     TensorSpec,
-    _atomic_put_bytes,
+    put_bytes,
     write_artifact,
 )
-from optimodel_jobs.config import CalibrationSpec, DatasetSpec, EvaluationSpec, OptimizeConfig, PoolSpec, VariantSpec
+from optimodel_contracts.jobconfig import (
+    CalibrationSpec,
+    DatasetSpec,
+    EvaluationSpec,
+    OptimizeConfig,
+    PoolSpec,
+    SourceSpec,
+    VariantSpec,
+)
 from optimodel_jobs.datasets import Dataset, RawTable, bind, feature_names, read_table
 from optimodel_jobs.errors import OptimizeError
 from optimodel_jobs.gate import Metric, agreement, apply_budgets, decide, metric_drop, metric_for, score, with_override
@@ -184,6 +192,22 @@ def order_variants(variants: list[VariantSpec]) -> list[VariantSpec]:
     return ordered
 
 
+def check_declared_inputs(spec: SourceSpec, actual: list[TensorSpec]) -> None:
+    """Pure: the declared ``source.inputs`` (name, dtype, shape; -1/None dynamic) must agree with the model's."""
+    by_name = {t.name: t for t in actual}
+    for declared in spec.inputs or []:
+        found = by_name.get(declared.name)
+        if found is None:
+            raise OptimizeError(errors.INPUT_MISMATCH, f"source.inputs names {declared.name!r}; the model's inputs are {sorted(by_name)}")
+        if found.dtype != declared.dtype:
+            raise OptimizeError(errors.SHAPE_MISMATCH, f"source.inputs {declared.name!r} is declared {declared.dtype}, the model takes {found.dtype}")
+        want = [None if d is None or d < 0 else d for d in declared.shape]
+        if len(want) != len(found.shape) or any(w is not None and f is not None and w != f for w, f in zip(want, found.shape, strict=False)):
+            raise OptimizeError(
+                errors.SHAPE_MISMATCH, f"source.inputs {declared.name!r} is declared {declared.shape}, the model takes {found.shape}"
+            )
+
+
 def pool_for(config: OptimizeConfig, variant: VariantSpec) -> PoolSpec:
     """The pool a variant is meant for: named, else the first GPU pool for fp16, else the first pool."""
     pools = {p.name: p for p in config.pools}
@@ -193,11 +217,11 @@ def pool_for(config: OptimizeConfig, variant: VariantSpec) -> PoolSpec:
     if named:
         return named[0]
     if variant.convert is not None:
-        gpu = [p for p in config.pools if p.provider != "cpu"]
+        gpu = [p for p in config.pools if p.execution_provider != "cpu"]
         if gpu:
             return gpu[0]
-        return PoolSpec(name="gpu", provider="cuda")
-    cpu = [p for p in config.pools if p.provider == "cpu"]
+        return PoolSpec(name="gpu", execution_provider="cuda")
+    cpu = [p for p in config.pools if p.execution_provider == "cpu"]
     return cpu[0] if cpu else config.pools[0]
 
 
@@ -214,10 +238,10 @@ def choose_for_pools(config: OptimizeConfig, outcomes: list[VariantOutcome], bat
         if named:
             chosen[pool.name] = named[0].name
             continue
-        fitting = [o for o in deployable if o.provider.requested == pool.provider] or (
-            deployable if pool.provider == "cpu" else []
+        fitting = [o for o in deployable if o.provider.requested == pool.execution_provider] or (
+            deployable if pool.execution_provider == "cpu" else []
         )
-        fitting = [o for o in fitting if o.provider.requested == "cpu"] if pool.provider == "cpu" else fitting
+        fitting = [o for o in fitting if o.provider.requested == "cpu"] if pool.execution_provider == "cpu" else fitting
         best = min(fitting, key=lambda o: o.latency[batch_size].p50_ms, default=None)
         chosen[pool.name] = best.name if best else None
     return chosen
@@ -267,6 +291,7 @@ class Pipeline:
         with self.step("load source", source_summary):
             example = self._example_inputs(raw_eval, config.evaluation.dataset)
             source = load_source(config.source, self.work_dir, example)
+            check_declared_inputs(config.source, source.inputs)
         with self.step("bind datasets"):
             evaluation = bind(raw_eval, config.evaluation.dataset, source.inputs, need_labels=metric.needs_labels)
             if len(evaluation) < config.evaluation.min_samples:
@@ -296,7 +321,7 @@ class Pipeline:
             parent = outcomes[variant.from_ or "source"]
             pool = pool_for(config, variant)
             outcome = VariantOutcome(
-                name=variant.name, kind=variant.kind, parent=variant.from_, provider=choose_providers(pool.provider), pool=pool.name
+                name=variant.name, kind=variant.kind, parent=variant.from_, provider=choose_providers(pool.execution_provider), pool=pool.name
             )
             outcomes[variant.name] = outcome
             started = time.perf_counter()
@@ -368,10 +393,13 @@ class Pipeline:
         missing = [n for n in names if n not in raw.arrays]
         if missing:
             raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} lacks arrays {missing} named by source.inputNames")
+        declared = {i.name: i for i in self.config.source.inputs or []}
         examples = {}
         for name in names:
             array = raw.arrays[name]
-            if array.dtype == np.float64:
+            if name in declared:
+                array = array.astype(declared[name].dtype)  # the signature the user declared
+            elif array.dtype == np.float64:
                 array = array.astype(np.float32)
             examples[name] = array[:2]
         return examples
@@ -406,7 +434,7 @@ class Pipeline:
         evaluation: Dataset, calibration: Dataset, training: Dataset, metric: Metric,
     ) -> None:
         work = self._variant_dir(variant.name)
-        level = graphopt.level_for(pool.provider)
+        level = graphopt.level_for(pool.execution_provider)
         assert parent.raw_path is not None
         start_from = parent.raw_path
         threads = threads_for(pool.cpu_limit or self.config.latency.cpu_limit or cpu_limit_from_environment())
@@ -472,7 +500,7 @@ class Pipeline:
                 errors.TORCH_SOURCE_REQUIRED,
                 f"variant {variant.name!r} ({variant.kind}) needs a torch module to start from; "
                 f"{'the source is ' + self.config.source.format if parent.name == 'source' else parent.name + ' has none'}"
-                " (give the source as format torch/torchscript/exported_program, or chain from a pruned/distilled variant)",
+                " (give the source as format torch/state_dict/exported_program, or chain from a pruned/distilled variant)",
             )
         input_names = [t.name for t in source.inputs]
         own = (variant.prune.dataset if variant.prune is not None else variant.distill.dataset if variant.distill else None)
@@ -491,7 +519,7 @@ class Pipeline:
                     student(*[torch.from_numpy(np.ascontiguousarray(x[start : start + 64])) for x in probe])
 
             try:
-                details = prune_structured(student, spec.ratio, spec.heads_ratio, run_batches)
+                details = prune_structured(student, spec.amount, spec.heads_amount or 0.0, run_batches)
             except ValueError as error:
                 raise OptimizeError(errors.VARIANT_FAILED, f"cannot prune {parent.name}: {error}") from None
             if spec.fine_tune_epochs:
@@ -506,7 +534,7 @@ class Pipeline:
             teacher = parent.module
             teacher_name = parent.name
             if spec_d.teacher is not None:
-                suffix = {"torch": ".pt", "torchscript": ".ts", "exported_program": ".pt2", "onnx": ".onnx"}[spec_d.teacher.format]
+                suffix = {"state_dict": ".pt", "torch": ".ts", "exported_program": ".pt2", "onnx": ".onnx"}[spec_d.teacher.format]
                 if spec_d.teacher.format == "onnx":
                     raise OptimizeError(errors.TORCH_SOURCE_REQUIRED, "distill.teacher must be a torch model")
                 local = fetch(spec_d.teacher.uri, work / f"teacher{suffix}", "distill.teacher")
@@ -534,7 +562,7 @@ class Pipeline:
             targets = teacher_outputs(teacher, inputs)
             details = {"teacher": teacher_name, "student": kwargs}
             details["training"] = distill(
-                student, inputs, targets, task=self.config.task, epochs=spec_d.epochs, lr=spec_d.lr,
+                student, inputs, targets, task=self.config.task, epochs=spec_d.epochs, lr=spec_d.learning_rate,
                 temperature=spec_d.temperature, batch_size=spec_d.batch_size, labels=training.labels,
                 alpha=spec_d.alpha, seed=self.config.seed,
             )
@@ -555,7 +583,7 @@ class Pipeline:
         outcome.metric = score(metric, outputs, evaluation.labels, source_outcome.outputs, self.config.task) if finite else float("nan")
         outcome.agreement = agreement(outputs, source_outcome.outputs, self.config.task) if finite else 0.0
         higher = metric.higher_is_better if spec.higher_is_better is None else spec.higher_is_better
-        outcome.drop = metric_drop(source_outcome.metric, outcome.metric, higher, spec.drop_type) if finite else None
+        outcome.drop = metric_drop(source_outcome.metric, outcome.metric, higher, spec.max_drop_mode) if finite else None
         outcome.gate = decide(spec, metric, source_outcome.metric, outcome.metric, outcome.agreement, finite)
         outcome.size_bytes = outcome.path.stat().st_size
         outcome.parameters = onnx_parameter_count(outcome.path)
@@ -648,7 +676,7 @@ class Pipeline:
                     "source": result.source.metric,
                     "variant": outcome.metric,
                     "drop": outcome.drop,
-                    "drop_type": self.config.evaluation.drop_type,
+                    "max_drop_mode": self.config.evaluation.max_drop_mode,
                     "agreement": outcome.agreement,
                     "latency": {str(b): s.as_dict() for b, s in outcome.latency.items()},
                     "source_latency": {str(b): s.as_dict() for b, s in result.source.latency.items()},
@@ -674,17 +702,13 @@ class Pipeline:
                 raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing {outcome.name} to {self.config.store}: {error}") from None
 
     def _write_result(self, result: RunResult) -> None:
-        import fsspec
-
         payload = json.dumps(_jsonable(result.as_dict()), indent=2).encode()
         (self.work_dir / "result.json").write_bytes(payload)
-        fs, root = fsspec.core.url_to_fs(self.config.store)
         relative = f"runs/{self.config.name}/{self.config.spec_hash()[:16]}.json"
         try:
-            _atomic_put_bytes(fs, payload, f"{root.rstrip('/')}/{relative}")
+            result.result_uri = put_bytes(self.config.store, relative, payload)
         except Exception as error:  # noqa: BLE001
             raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing the run result to {self.config.store}: {error}") from None
-        result.result_uri = f"{self.config.store.rstrip('/')}/{relative}"
 
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}

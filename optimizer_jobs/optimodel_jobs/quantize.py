@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from optimodel_jobs.config import CalibrationSpec, QuantizeSpec
+from optimodel_contracts.jobconfig import CalibrationSpec, QuantizeSpec
 from optimodel_jobs.datasets import Dataset
 
 QUANTIZED_OP_TYPES = frozenset(
@@ -92,10 +92,10 @@ def quantize_dynamic(source: Path, destination: Path, spec: QuantizeSpec, has_vn
             op_types_to_quantize=op_types,
             per_channel=settings.per_channel,
             reduce_range=settings.reduce_range,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QUInt8 if spec.weight_type == "uint8" else QuantType.QInt8,
             extra_options={"MatMulConstBOnly": True},
         )
-    return {"mode": "dynamic", "op_types": op_types, "per_channel": settings.per_channel,
+    return {"mode": "dynamic", "op_types": op_types, "weight_type": spec.weight_type, "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range, "hardware": settings.why}
 
 
@@ -150,12 +150,13 @@ def quantize_static_once(
             per_channel=settings.per_channel,
             reduce_range=settings.reduce_range,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QUInt8 if spec.weight_type == "uint8" else QuantType.QInt8,
             nodes_to_exclude=list(exclude),
             calibrate_method=method,
-            extra_options={"CalibPercentile": calibration.percentile, "WeightSymmetric": True, "ActivationSymmetric": False},
+            extra_options={"CalibPercentile": calibration.percentile, "WeightSymmetric": spec.weight_type == "int8",
+                           "ActivationSymmetric": False},
         )
-    return {"mode": "static", "format": "QDQ", "calibration": calibration.method,
+    return {"mode": "static", "format": "QDQ", "weight_type": spec.weight_type, "calibration": calibration.method,
             "calibration_samples": min(calibration.samples, len(data)), "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range, "hardware": settings.why}
 

@@ -18,7 +18,7 @@ def gate_threshold(result: RunResult) -> float | None:
         return None
     evaluation = result.config.evaluation
     higher = result.metric.higher_is_better if evaluation.higher_is_better is None else evaluation.higher_is_better
-    allowed = evaluation.max_drop * (abs(source) if evaluation.drop_type == "relative" else 1.0)
+    allowed = evaluation.max_drop * (abs(source) if evaluation.max_drop_mode == "relative" else 1.0)
     return source - allowed if higher else source + allowed
 
 
@@ -110,7 +110,7 @@ def write_report(result: RunResult, target: Path) -> Path:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:4px 8px;font-size:13px}}tr.fail td,tr.error td{{background:#fdd}}tr.pass td{{background:#dfd}}</style></head>
 <body><h1>{html.escape(result.config.name)}</h1>
-<p>Gate: {html.escape(result.metric.name)}, maxDrop {evaluation.max_drop} ({evaluation.drop_type}),
+<p>Gate: {html.escape(result.metric.name)}, maxDrop {evaluation.max_drop} ({evaluation.max_drop_mode}),
 minAgreement {evaluation.min_agreement}. Latency: p50/p99 at batch {min(result.config.latency.batch_sizes)},
 variants measured interleaved; speedup is against the fp32 source measured in the same run.</p>
 <h2>Chosen variant per pool</h2><ul>{pools}</ul>

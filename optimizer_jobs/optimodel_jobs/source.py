@@ -12,8 +12,8 @@ import fsspec
 import numpy as np
 
 from optimodel_jobs import errors
-from optimodel_jobs.artifacts import TensorSpec, sha256_file
-from optimodel_jobs.config import SourceSpec
+from optimodel_contracts.artifacts import TensorSpec, sha256_file
+from optimodel_contracts.jobconfig import SourceSpec
 from optimodel_jobs.errors import OptimizeError
 
 
@@ -89,7 +89,7 @@ def load_torch_module(spec: SourceSpec, local: Path) -> Any:
 
     from optimodel_jobs.zoo import resolve_factory
 
-    if spec.format == "torchscript":
+    if spec.format == "torch":
         try:
             return torch.jit.load(str(local), map_location="cpu").eval()
         except Exception as error:  # noqa: BLE001
@@ -147,7 +147,7 @@ def load_source(spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, n
         inputs, outputs = tensor_specs(local)
         return Source(local, sha256_file(local)[0], inputs, outputs, None, spec)
 
-    suffix = {"torch": ".pt", "torchscript": ".ts", "exported_program": ".pt2"}[spec.format]
+    suffix = {"state_dict": ".pt", "torch": ".ts", "exported_program": ".pt2"}[spec.format]
     local = fetch(spec.uri, source_dir / f"source{suffix}", "source")
     _check_hash(spec, local)
     module = load_torch_module(spec, local)

@@ -98,7 +98,7 @@ class ZooModel:
 
     def source_config(self) -> dict[str, Any]:
         """A ``source`` section of an optimize config for this model (torch factory + state dict)."""
-        return {"format": "torch", "uri": str(self.state_dict), "factory": self.factory, "factoryKwargs": self.kwargs}
+        return {"format": "state_dict", "uri": str(self.state_dict), "factory": self.factory, "factoryKwargs": self.kwargs}
 
 
 def cache_root() -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from prometheus_api_client import PrometheusConnect
 
-from optimodel_jobs.artifacts import read_manifest
+from optimodel_contracts.artifacts import read_manifest
 from optimodel_jobs.zoo import build
 from optimodel_localcluster.cluster import LocalCluster
 

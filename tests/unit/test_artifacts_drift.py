@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from optimodel_jobs.artifacts import (
+from optimodel_contracts.artifacts import (
     DriftReference,
     FeatureProfile,
     bin_counts,

@@ -9,7 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from optimodel_jobs.artifacts import (
+from optimodel_contracts.artifacts import (
     ArtifactIntegrityError,
     ArtifactManifest,
     GateVerdict,

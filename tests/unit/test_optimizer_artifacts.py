@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
-from optimodel_jobs.artifacts import fetch_verified, sha256_file
-from optimodel_jobs.config import parse_config
+from optimodel_contracts.artifacts import fetch_verified, sha256_file
+from optimodel_contracts.jobconfig import parse_config
 from optimodel_jobs.pipeline import RunResult, run
 from optimodel_jobs.zoo import build
 
@@ -30,7 +30,7 @@ def _config(model: Any, tmp: Path, variants: list[dict[str, Any]], **extra: Any)
         "training": str(model.train),
         "variants": variants,
         "latency": {"batchSizes": [1, 4], "iterations": 8, "warmup": 2, "rounds": 2},
-        "pools": [{"name": "cpu"}, {"name": "gpu", "provider": "cuda"}],
+        "pools": [{"name": "cpu"}, {"name": "gpu", "executionProvider": "cuda"}],
         "store": str(tmp / "store"),
         "workDir": str(tmp / "work"),
         **extra,
@@ -45,8 +45,8 @@ def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
         {"name": "int8", "quantize": {"mode": "dynamic"}},
         {"name": "int8-static", "quantize": {"mode": "static", "calibration": {"method": "percentile", "samples": 64}}},
         {"name": "fp16", "convert": {"dtype": "float16"}},
-        {"name": "pruned", "prune": {"ratio": 0.5, "fineTuneEpochs": 8, "lr": 0.003}},
-        {"name": "small", "distill": {"student": {"hidden": [48]}, "epochs": 40, "lr": 0.005, "temperature": 2.0}},
+        {"name": "pruned", "prune": {"amount": 0.5, "fineTuneEpochs": 8, "lr": 0.003}},
+        {"name": "small", "distill": {"student": {"hidden": [48]}, "epochs": 40, "learningRate": 0.005, "temperature": 2.0, "alpha": 1.0}},
         {"name": "small-int8", "from": "small", "quantize": {"mode": "dynamic"}},
     ]
     return run(parse_config(_config(model, tmp, variants)))
@@ -58,7 +58,7 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     tmp = tmp_path_factory.mktemp("cnn")
     variants = [
         {"name": "int8-static", "quantize": {"mode": "static", "calibration": {"method": "minmax", "samples": 64}}},
-        {"name": "pruned", "prune": {"ratio": 0.5, "fineTuneEpochs": 3, "lr": 0.003}},
+        {"name": "pruned", "prune": {"amount": 0.5, "fineTuneEpochs": 3, "lr": 0.003}},
     ]
     return run(parse_config(_config(model, tmp, variants, latency={"batchSizes": [1], "iterations": 4, "warmup": 1, "rounds": 2, "measureMemory": False})))
 

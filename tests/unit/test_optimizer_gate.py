@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from optimodel_jobs.artifacts import fetch_verified, read_manifest
-from optimodel_jobs.config import EvaluationSpec, parse_config
+from optimodel_contracts.artifacts import fetch_verified, read_manifest
+from optimodel_contracts.jobconfig import EvaluationSpec, parse_config
 from optimodel_jobs.gate import METRICS, agreement, decide, metric_drop
 from optimodel_jobs.pipeline import run
 from optimodel_jobs.zoo import build
@@ -25,12 +25,12 @@ def _evaluation(**kwargs: Any) -> EvaluationSpec:
 @pytest.mark.parametrize(
     ("kwargs", "metric", "source", "variant", "agree", "passed"),
     [
-        ({"maxDrop": 0.01}, "accuracy", 0.90, 0.895, 0.99, True),  # 0.56% relative
-        ({"maxDrop": 0.01}, "accuracy", 0.90, 0.88, 0.99, False),  # 2.2% relative
-        ({"maxDrop": 0.01, "dropType": "absolute"}, "accuracy", 0.90, 0.891, 0.99, True),
-        ({"maxDrop": 0.01, "dropType": "absolute"}, "accuracy", 0.90, 0.889, 0.99, False),
+        ({"maxDrop": 0.01, "maxDropMode": "relative"}, "accuracy", 0.90, 0.895, 0.99, True),  # 0.56% relative
+        ({"maxDrop": 0.01, "maxDropMode": "relative"}, "accuracy", 0.90, 0.88, 0.99, False),  # 2.2% relative
+        ({"maxDrop": 0.01, "maxDropMode": "absolute"}, "accuracy", 0.90, 0.891, 0.99, True),
+        ({"maxDrop": 0.01, "maxDropMode": "absolute"}, "accuracy", 0.90, 0.889, 0.99, False),
         ({"maxDrop": 0.0}, "accuracy", 0.90, 0.95, 0.90, True),  # better than the source is fine
-        ({"maxDrop": 0.05}, "mse", 1.00, 1.04, 0.99, True),  # lower is better: +4% error
+        ({"maxDrop": 0.05, "maxDropMode": "relative"}, "mse", 1.00, 1.04, 0.99, True),  # lower is better: +4% error
         ({"maxDrop": 0.05}, "mse", 1.00, 1.06, 0.99, False),
         ({"maxDrop": 0.05}, "mse", 1.00, 0.50, 0.99, True),
         ({"maxDrop": 0.05, "higherIsBetter": True}, "mse", 1.00, 0.50, 0.99, False),  # explicit override
@@ -81,7 +81,7 @@ def test_broken_variant_is_refused_and_never_chosen(tmp_path: Path) -> None:
         "source": mlp.source_config(),
         "evaluation": {"dataset": str(mlp.evaluation), "maxDrop": 0.01},
         "variants": [
-            {"name": "wrecked", "prune": {"ratio": 0.95, "fineTuneEpochs": 0}},
+            {"name": "wrecked", "prune": {"amount": 0.95, "fineTuneEpochs": 0}},
             {"name": "wrecked-int8", "from": "wrecked", "quantize": {"mode": "dynamic"}},
         ],
         "pools": [{"name": "cpu"}],

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from optimodel_jobs import errors
-from optimodel_jobs.config import parse_config
+from optimodel_contracts.jobconfig import parse_config
 from optimodel_jobs.errors import OptimizeError
 from optimodel_jobs.pipeline import run
 from optimodel_jobs.zoo import build
@@ -144,7 +144,7 @@ def test_config_problems_name_the_field(mlp: Any, tmp_path: Path) -> None:
 
 
 def test_pruning_an_onnx_source_fails_that_variant_only(mlp: Any, tmp_path: Path) -> None:
-    variants = [{"name": "pruned", "prune": {"ratio": 0.5}}, {"name": "int8", "quantize": {"mode": "dynamic"}}]
+    variants = [{"name": "pruned", "prune": {"amount": 0.5}}, {"name": "int8", "quantize": {"mode": "dynamic"}}]
     result = run(parse_config(_config(mlp, tmp_path, variants=variants)))
     pruned, int8 = result.variants
     assert pruned.error is not None and pruned.error.reason == errors.TORCH_SOURCE_REQUIRED
@@ -206,7 +206,7 @@ def test_torchscript_and_exported_program_sources(mlp: Any, tmp_path: Path) -> N
     import torch
 
     from optimodel_jobs.source import load_torch_module
-    from optimodel_jobs.config import SourceSpec
+    from optimodel_contracts.jobconfig import SourceSpec
 
     module = load_torch_module(SourceSpec.model_validate(mlp.source_config()), mlp.state_dict)
     example = torch.from_numpy(np.load(mlp.evaluation)["x"][:2])

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from optimodel_jobs.artifacts import GateVerdict
-from optimodel_jobs.config import QuantizeSpec, parse_config
+from optimodel_contracts.artifacts import GateVerdict
+from optimodel_contracts.jobconfig import QuantizeSpec, parse_config
 from optimodel_jobs.errors import OptimizeError
 from optimodel_jobs.latency import LatencyStats, summarize
 from optimodel_jobs.models import build_cnn, build_encoder, build_mlp, parameter_count
@@ -76,7 +76,7 @@ def _outcome(name: str, provider: str, p50: float, deployable: bool) -> VariantO
 
 def test_pool_choice_prefers_fastest_deployable_and_respects_names() -> None:
     config = parse_config({**BASE, "variants": [{"name": n} for n in ("fast-bad", "ok", "fp16")],
-                           "pools": [{"name": "cpu"}, {"name": "gpu", "provider": "cuda"}, {"name": "pinned", "variant": "ok"}]})
+                           "pools": [{"name": "cpu"}, {"name": "gpu", "executionProvider": "cuda"}, {"name": "pinned", "variant": "ok"}]})
     outcomes = [_outcome("fast-bad", "cpu", 0.5, False), _outcome("ok", "cpu", 1.0, True), _outcome("fp16", "cuda", 2.0, True)]
     assert choose_for_pools(config, outcomes, 1) == {"cpu": "ok", "gpu": "fp16", "pinned": "ok"}
     nothing = [_outcome("fast-bad", "cpu", 0.5, False)]
@@ -85,7 +85,7 @@ def test_pool_choice_prefers_fastest_deployable_and_respects_names() -> None:
 
 def test_fp16_goes_to_a_gpu_pool_by_default() -> None:
     config = parse_config({**BASE, "variants": [{"name": "half", "convert": {}}, {"name": "q", "quantize": {}}],
-                           "pools": [{"name": "cpu"}, {"name": "gpu", "provider": "tensorrt"}]})
+                           "pools": [{"name": "cpu"}, {"name": "gpu", "executionProvider": "tensorrt"}]})
     assert pool_for(config, config.variants[0]).name == "gpu"
     assert pool_for(config, config.variants[1]).name == "cpu"
 
@@ -137,7 +137,7 @@ def test_pruner_refuses_models_it_does_not_understand() -> None:
 
 
 def test_budgets_refuse_slow_or_big_variants() -> None:
-    from optimodel_jobs.config import Budgets
+    from optimodel_contracts.jobconfig import Budgets
     from optimodel_jobs.gate import apply_budgets
 
     ok = GateVerdict(passed=True, reason="accuracy fine", deployable=True)
@@ -158,7 +158,7 @@ def test_per_variant_gate_override_and_top_k() -> None:
     config = parse_config({**BASE, "evaluation": {"dataset": "e.npz", "maxDrop": 0.01, "maxDropMode": "relative"},
                            "variants": [{"name": "s", "distill": {}, "gate": {"maxDrop": 0.05, "maxDropMode": "absolute"}}]})
     merged = with_override(config.evaluation, config.variants[0].gate)
-    assert (merged.max_drop, merged.drop_type) == (0.05, "absolute")
+    assert (merged.max_drop, merged.max_drop_mode) == (0.05, "absolute")
     assert with_override(config.evaluation, None) is config.evaluation
     top2 = metric_for("topK", "classification", top_k=2)
     scores = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
@@ -169,7 +169,7 @@ def test_per_variant_gate_override_and_top_k() -> None:
 
 
 def test_operator_resource_maps_to_a_job_config() -> None:
-    from optimodel_jobs.resource import config_from_resource
+    from optimodel_contracts.from_resource import config_from_resource
 
     resource = {
         "apiVersion": "optimodel.io/v1alpha1", "kind": "OptimizedModel", "metadata": {"name": "sentiment"},
@@ -193,14 +193,14 @@ def test_operator_resource_maps_to_a_job_config() -> None:
     }
     config = config_from_resource(resource)
     assert config.name == "sentiment" and config.task == "regression" and config.store == "s3://artifacts"
-    assert config.source.format == "torchscript" and config.source.input_names == ["ids"] and config.source.sha256 == "a" * 64
-    assert config.evaluation.drop_type == "absolute" and config.evaluation.min_samples == 50
+    assert config.source.format == "torch" and config.source.input_names == ["ids"] and config.source.sha256 == "a" * 64
+    assert config.evaluation.max_drop_mode == "absolute" and config.evaluation.min_samples == 50
     assert config.evaluation.max_size_mib == 20 and config.latency.batch_sizes == [4] and config.latency.iterations == 50
     int8, pruned, small, chained = config.variants
     assert int8.quantize and int8.quantize.calibration and int8.quantize.calibration.method == "entropy"
-    assert pruned.prune and (pruned.prune.ratio, pruned.prune.heads_ratio, pruned.prune.fine_tune_epochs) == (0.3, 0.0, 2)
+    assert pruned.prune and (pruned.prune.amount, pruned.prune.heads_amount, pruned.prune.fine_tune_epochs) == (0.3, None, 2)
     assert small.distill and small.distill.student == {"layers": 2, "hidden": 64}
-    assert small.distill.alpha == pytest.approx(0.3) and small.gate and small.gate.max_drop == 0.2
+    assert small.distill.alpha == pytest.approx(0.7) and small.gate and small.gate.max_drop == 0.2
     assert chained.from_ == "small"
     cpu, gpu = config.pools
-    assert (cpu.variant, cpu.cpu_limit, gpu.provider, gpu.variant) == (None, 1.5, "tensorrt", "source")
+    assert (cpu.variant, cpu.cpu_limit, gpu.execution_provider, gpu.variant) == (None, 1.5, "tensorrt", "source")

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from optimodel_jobs.artifacts import read_manifest, store_root_of
+from optimodel_contracts.artifacts import read_manifest, store_root_of
 
 from _server_helpers import infer_body, make_client, sample_value, scrape
 from optimodel_server.sample_artifact import write_sample_artifact

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from optimodel_jobs.artifacts import DriftReference, class_profile, quantile_profile
+from optimodel_contracts.artifacts import DriftReference, class_profile, quantile_profile
 
 from _server_helpers import infer_body, make_client, sample_value, scrape
 from optimodel_server.drift import DriftMonitor, DriftWindow, output_values

@@ -1,0 +1,49 @@
+"""The one error type of the optimization Job, and the catalog of its machine-readable reasons.
+
+Part of the contracts: the Job writes ``{"reason", "message"}`` to its termination message and the
+operator copies the reason into the resource's status, so both sides read the same catalog.
+
+A reason is a CamelCase word the operator copies into the resource's status condition; the message
+is a sentence for a person. Neither ever contains a traceback.
+"""
+
+from __future__ import annotations
+
+# Configuration
+CONFIG_INVALID = "ConfigInvalid"
+UNKNOWN_METRIC = "UnknownMetric"
+VARIANT_PARENT_UNKNOWN = "VariantParentUnknown"
+# Source model
+SOURCE_UNREADABLE = "SourceUnreadable"
+SOURCE_INVALID = "SourceInvalid"
+SOURCE_HASH_MISMATCH = "SourceHashMismatch"
+FACTORY_NOT_FOUND = "FactoryNotFound"
+STATE_DICT_MISMATCH = "StateDictMismatch"
+TORCH_SOURCE_REQUIRED = "TorchSourceRequired"
+EXPORT_FAILED = "ExportFailed"
+# Data
+DATASET_UNREADABLE = "DatasetUnreadable"
+DATASET_FORMAT_UNKNOWN = "DatasetFormatUnknown"
+DATASET_EMPTY = "DatasetEmpty"
+DATASET_TOO_SMALL = "DatasetTooSmall"
+INPUT_MISMATCH = "InputMismatch"
+SHAPE_MISMATCH = "ShapeMismatch"
+LABELS_MISSING = "LabelsMissing"
+# Variants and results
+VARIANT_FAILED = "VariantFailed"
+STORE_WRITE_FAILED = "StoreWriteFailed"
+
+
+class OptimizeError(Exception):
+    """A problem with the Job's input or a step, with a reason from the catalog above."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"reason": self.reason, "message": self.message}
