@@ -90,9 +90,8 @@ def config_from_resource(resource: dict[str, Any], *, store: str | None = None, 
         mapped_pools.append(mapped)
     metric = evaluation.get("metric", "accuracy")
     benchmark = evaluation.get("benchmark") or {}
-    latency = _pick(benchmark, ("iterations", "warmup"))
-    if benchmark.get("batchSize") is not None:
-        latency["batchSizes"] = [benchmark["batchSize"]]
+    # The API measures one batch size (default 1), which is the gate's; the Job's own default adds 8.
+    latency = {"batchSizes": [benchmark.get("batchSize") or 1], **_pick(benchmark, ("iterations", "warmup"))}
     config: dict[str, Any] = {
         "name": name or metadata.get("name") or "model",
         # The API has no task field; its regression metrics say it.

@@ -151,8 +151,8 @@ class PruneSpec(Spec):
     dataset: DatasetSpec | None = None
     # Recorded in the manifest, not obeyed: the model's structure decides what a unit is (neuron,
     # channel, head), and importance is measured on data (activation x outgoing weight norm).
-    granularity: Literal["channel", "filter"] | None = None
-    norm: Literal["l1", "l2"] | None = None
+    granularity: Literal["channel", "filter"] = "channel"
+    norm: Literal["l1", "l2"] = "l2"
     fine_tune_epochs: int = Field(default=1, ge=0)
     lr: float = Field(default=5e-4, gt=0)
     temperature: float = Field(default=2.0, gt=0)

@@ -522,6 +522,9 @@ class Pipeline:
                 details = prune_structured(student, spec.amount, spec.heads_amount or 0.0, run_batches)
             except ValueError as error:
                 raise OptimizeError(errors.VARIANT_FAILED, f"cannot prune {parent.name}: {error}") from None
+            # Recorded, not obeyed: the structure decides the unit, importance is measured on data.
+            details["requested"] = {"granularity": spec.granularity, "norm": spec.norm,
+                                    "note": "units follow the model's structure; importance = activation x outgoing weight norm"}
             if spec.fine_tune_epochs:
                 targets = teacher_outputs(teacher, inputs)
                 details["fine_tune"] = distill(
