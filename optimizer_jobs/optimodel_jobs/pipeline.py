@@ -7,7 +7,6 @@ orders them, keeps going when one variant fails (its reason is recorded), and re
 from __future__ import annotations
 
 import copy
-import json
 import platform
 import tempfile
 import time
@@ -26,6 +25,9 @@ from optimodel_contracts.artifacts import (
     GateVerdict,
     Lineage,
     TensorSpec,
+    ArtifactIntegrityError,
+    fetch_blob_verified,
+    put_blob,
     put_bytes,
     write_artifact,
 )
@@ -37,6 +39,14 @@ from optimodel_contracts.jobconfig import (
     PoolSpec,
     SourceSpec,
     VariantSpec,
+)
+from optimodel_contracts.runrecord import (
+    BUILDS_PREFIX,
+    BuildRecord,
+    RunRecord,
+    RunRecordError,
+    build_record_uri,
+    read_build_record,
 )
 from optimodel_jobs.datasets import Dataset, RawTable, bind, feature_names, read_table
 from optimodel_jobs.errors import OptimizeError
@@ -108,6 +118,7 @@ class VariantOutcome:
             "error": self.error.as_dict() if self.error else None,
             "manifest_uri": self.manifest_uri,
             "build_seconds": round(self.build_seconds, 2),
+            "build": self.details.get("build"),
         }
 
 
@@ -255,6 +266,8 @@ class Pipeline:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.has_vnni: bool | None = None
         self._source_ref: VariantOutcome | None = None
+        self._keys: dict[str, tuple[str, dict[str, Any]]] = {}  # variant -> (build key, its material)
+        self._previous: dict[str, BuildRecord] = {}  # variant -> the build it reuses
 
     @contextmanager
     def step(self, name: str, summary: Callable[[], str] | None = None) -> Iterator[None]:
@@ -317,7 +330,10 @@ class Pipeline:
         self._source_ref = source_outcome
 
         outcomes: dict[str, VariantOutcome] = {"source": source_outcome}
-        for variant in order_variants(config.variants):
+        ordered = order_variants(config.variants)
+        with self.step("look up previous builds", lambda: f"{len(self._previous)} of {len(ordered)} variants built before"):
+            self._plan_reuse(ordered, source)
+        for variant in ordered:
             parent = outcomes[variant.from_ or "source"]
             pool = pool_for(config, variant)
             outcome = VariantOutcome(
@@ -329,7 +345,9 @@ class Pipeline:
             try:
                 if parent.path is None:
                     raise OptimizeError(errors.VARIANT_FAILED, f"its parent {parent.name!r} failed: {parent.error}")
-                self._build(variant, outcome, parent, pool, source, evaluation, calibration_data, training_data, metric)
+                if not self._reuse(variant, outcome, pool):
+                    self._build(variant, outcome, parent, pool, source, evaluation, calibration_data, training_data, metric)
+                    self._save_build(variant, outcome, time.perf_counter() - started)
                 self._evaluate(outcome, metric, evaluation, source_outcome, threads_default, with_override(config.evaluation, variant.gate))
                 outcome.build_seconds = time.perf_counter() - started
                 assert outcome.gate is not None
@@ -423,6 +441,78 @@ class Pipeline:
         if raw_calibration is not None and calibration_spec is not None:
             return bind(raw_calibration, calibration_spec, source.inputs, need_labels=False)
         return evaluation
+
+    # ----------------------------------------------------------------------------------------------
+    # Reuse by content (optimodel_jobs/reuse.py)
+
+    def _plan_reuse(self, ordered: list[VariantSpec], source: Source) -> None:
+        """Build keys of every variant, and the previous builds to reuse. A prune/distill variant that
+        must be built needs its parent's torch module, so that parent is built too, not reused."""
+        from optimodel_jobs.reuse import ContentDigests, build_key, build_material
+
+        digests, versions = ContentDigests(), library_versions()
+        for variant in ordered:
+            try:
+                material = build_material(self.config, variant, source_sha256=source.sha256, has_vnni=bool(self.has_vnni),
+                                          versions=versions, digest=digests)
+            except (OSError, ValueError):
+                continue  # a dataset that cannot be read: the build itself will say so
+            key = build_key(material)
+            self._keys[variant.name] = (key, material)
+            try:
+                self._previous[variant.name] = read_build_record(build_record_uri(self.config.store, key))
+            except RunRecordError:
+                pass
+            except Exception:  # noqa: BLE001 - an unreachable store only costs the reuse
+                pass
+        by_name = {v.name: v for v in ordered}
+
+        def needs_module(name: str) -> None:
+            if name not in self._previous:
+                return
+            del self._previous[name]
+            parent = by_name[name]
+            if (parent.prune is not None or parent.distill is not None) and parent.from_:
+                needs_module(parent.from_)
+
+        for variant in ordered:
+            if variant.name not in self._previous and (variant.prune or variant.distill) and variant.from_:
+                needs_module(variant.from_)
+
+    def _reuse(self, variant: VariantSpec, outcome: VariantOutcome, pool: PoolSpec) -> bool:
+        """Fetch (verified) the model of a previous build with the same key; False when there is none."""
+        record = self._previous.get(variant.name)
+        if record is None:
+            return False
+        key, _ = self._keys[variant.name]
+        work = self._variant_dir(variant.name)
+        try:
+            raw = fetch_blob_verified(self.config.store, record.blob, record.sha256, record.size_bytes, work / "reused",
+                                      named_by=build_record_uri(self.config.store, key))
+        except ArtifactIntegrityError:
+            return False  # a damaged or missing blob: build again (and record the new build)
+        level = graphopt.level_for(pool.execution_provider)
+        outcome.raw_path, outcome.path = raw, graphopt.bake(raw, work / "model.onnx", level)
+        outcome.details = {**record.details, "graph_optimization": level}
+        outcome.details["build"] = {"key": key, "reused": True, "record_uri": build_record_uri(self.config.store, key),
+                                    "build_seconds": record.build_seconds}
+        return True
+
+    def _save_build(self, variant: VariantSpec, outcome: VariantOutcome, seconds: float) -> None:
+        """Record a fresh build under its key (blob first, then the record, each written atomically)."""
+        if variant.name not in self._keys or outcome.raw_path is None:
+            return
+        key, material = self._keys[variant.name]
+        info: dict[str, Any] = {"key": key, "reused": False, "build_seconds": round(seconds, 3)}
+        try:
+            blob, digest, size = put_blob(self.config.store, outcome.raw_path)
+            details = {k: v for k, v in _jsonable(outcome.details).items() if k not in ("build", "graph_optimization")}
+            record = BuildRecord(key=key, variant=variant.name, kind=variant.kind, blob=blob, sha256=digest, size_bytes=size,
+                                 details=details, build_seconds=round(seconds, 3), material=_jsonable(material))
+            info["record_uri"] = put_bytes(self.config.store, f"{BUILDS_PREFIX}/{key}.json", record.to_json())
+        except Exception as error:  # noqa: BLE001 - failing to save a build only costs a later reuse
+            info["save_error"] = f"{type(error).__name__}: {error}"
+        outcome.details["build"] = info
 
     def _variant_dir(self, name: str) -> Path:
         path = self.work_dir / "variants" / name
@@ -705,7 +795,8 @@ class Pipeline:
                 raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing {outcome.name} to {self.config.store}: {error}") from None
 
     def _write_result(self, result: RunResult) -> None:
-        payload = json.dumps(_jsonable(result.as_dict()), indent=2).encode()
+        # Validated against the contract the operator reads (optimodel_contracts.runrecord.RunRecord).
+        payload = RunRecord.model_validate(_jsonable(result.as_dict())).to_json()
         (self.work_dir / "result.json").write_bytes(payload)
         relative = f"runs/{self.config.name}/{self.config.spec_hash()[:16]}.json"
         try:
