@@ -1,19 +1,19 @@
-"""`optimodel demo`: the main job on the embedded default.
+"""`optimodel demo`: the main job on the embedded default, from `kubectl apply` to a served request.
 
-The local cluster up, the CRD installed, the operator running (as a supervised local process, the
-way operators are developed), an example `OptimizedModel` applied, and its status printed once the
-operator has observed it. Everything stays running afterwards so you can keep exploring with
-kubectl; `optimodel dev down` stops it all.
+The local cluster up (built on first use, with its progress shown), the CRD installed, the zoo's
+digits model published where pods read it, the operator installed into the cluster as users install
+it (its Deployment, ServiceAccount and RBAC from deploy/kustomize), the example applied; then the
+progress of the optimization Jobs and the deployment, the table of variants and what each pool
+serves, and one request answered through the model's Service. Everything stays running afterwards;
+`optimodel dev down` stops it all.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -22,78 +22,169 @@ from rich.table import Table
 
 from optimodel_localcluster.cluster import LocalCluster
 from optimodel_localcluster.paths import LocalClusterError
+from optimodel_operator.examples import EXAMPLES, publish
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_EXAMPLE = REPO_ROOT / "deploy" / "examples" / "minimal.yaml"
+DEFAULT_EXAMPLE = EXAMPLES / "digits.yaml"
 CRD_DIR = REPO_ROOT / "crds"
+OPERATOR_KUSTOMIZATION = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "local"
+OPERATOR_NAMESPACE = "optimodel-system"
+OPERATOR_DEPLOYMENT = "optimodel-operator"
 
 console = Console()
 
 
-def _wait_observed(cluster: LocalCluster, namespace: str, name: str, timeout: float) -> dict:
+def install_operator(cluster: LocalCluster, report: Any = console.print, timeout: int = 180) -> None:
+    """The operator as a Deployment in the cluster, from the kustomize overlay the tests use too."""
+    legacy = cluster.process("operator")
+    if legacy.is_running():  # an operator left as a local process by an older demo would act twice
+        legacy.stop()
+    report(cluster.kubectl("apply", "-k", str(OPERATOR_KUSTOMIZATION)).stdout.strip())
+    cluster.kubectl("scale", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE, "--replicas=1")
+    cluster.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE,
+                    f"--timeout={timeout}s", timeout=timeout + 20)
+
+
+def _get(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", "optimizedmodel", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _condition(resource: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in (resource.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+
+
+def _pods_line(cluster: LocalCluster, namespace: str, name: str) -> str:
+    result = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"optimodel.io/model={name}", "-o", "json", check=False)
+    if result.returncode != 0:
+        return ""
+    pods = json.loads(result.stdout)["items"]
+    return ", ".join(f"{p['metadata']['name']} {p['status'].get('phase', '?')}" for p in pods)
+
+
+def follow(cluster: LocalCluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    """Print each change of phase and pods until Ready or a terminal failure; the resource at the end."""
     deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    last = ""
     while True:
-        result = cluster.kubectl("get", "optimizedmodel", name, "-n", namespace, "-o", "json", check=False)
-        if result.returncode == 0:
-            resource = json.loads(result.stdout)
-            status = resource.get("status") or {}
-            if status.get("observedGeneration") == resource["metadata"]["generation"]:
-                return resource
+        resource = _get(cluster, namespace, name) or {}
+        status = resource.get("status") or {}
+        line = f"{status.get('phase', '-')}: {status.get('message', '')}"
+        pods = _pods_line(cluster, namespace, name)
+        shown = f"{line} | {pods}"
+        if shown != last:
+            console.print(f"  [dim]{time.monotonic() - started:5.0f}s[/] {line}" + (f"\n         pods: {pods}" if pods else ""),
+                          highlight=False)
+            last = shown
+        current = status.get("observedGeneration") == (resource.get("metadata") or {}).get("generation")
+        if current and _condition(resource, "Ready").get("status") == "True":
+            return resource
+        if current and status.get("phase") == "Failed":
+            return resource
         if time.monotonic() > deadline:
-            operator_log = cluster.process("operator").log_tail(30)
-            raise LocalClusterError(
-                f"the operator did not report on {namespace}/{name} within {timeout:.0f}s; "
-                f"its log ({cluster.process('operator').log_file}):\n{operator_log}"
+            raise LocalClusterError(f"{namespace}/{name} is not Ready after {timeout:.0f}s: {line}")
+        time.sleep(1)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_tables(resource: dict[str, Any]) -> None:
+    status = resource.get("status") or {}
+    name = resource["metadata"]["name"]
+    variants = Table("variant", "phase", "accuracy", "source", "drop", "size KiB", "provider", "p50 ms", "p99 ms",
+                     "speed-up", "gate", title=f"{name}: variants (held-out evaluation, latency at the gate's batch size)")
+    for variant in status.get("variants") or []:
+        benchmarks = variant.get("benchmarks") or [{}]
+        for index, bench in enumerate(benchmarks):
+            first = index == 0
+            variants.add_row(
+                variant["name"] if first else "", variant.get("phase", "") if first else "",
+                f"{variant['metric']:.4f}" if first and variant.get("metric") is not None else "",
+                f"{variant['sourceMetric']:.4f}" if first and variant.get("sourceMetric") is not None else "",
+                f"{variant['drop']:+.4f}" if first and variant.get("drop") is not None else "",
+                f"{variant['sizeBytes'] / 1024:.1f}" if first and variant.get("sizeBytes") else "",
+                bench.get("provider", ""), _ms(bench.get("latencyP50Ms")), _ms(bench.get("latencyP99Ms")),
+                f"{bench['speedup']:.2f}x" if bench.get("speedup") else "-",
+                bench.get("gate") or variant.get("gate", ""),
+                style={"Passed": "green", "Failed": "red"}.get(bench.get("gate") or variant.get("gate", "")),
             )
-        time.sleep(0.5)
+    console.print(variants)
+    for variant in status.get("variants") or []:
+        if variant.get("gate") == "Failed" or variant.get("phase") == "Failed":
+            console.print(f"  [red]{variant['name']}[/]: {variant.get('message', '')}", highlight=False)
+    pools = Table("pool", "provider", "serves", "available", "p99 ms (gate)", "why", title=f"{name}: what each pool serves")
+    for pool in status.get("pools") or []:
+        why = pool.get("message", "")
+        if pool.get("providerFallback"):
+            why += f" [yellow](measured with a fallback: {pool['providerFallback']})[/]"
+        pools.add_row(pool["name"], pool.get("provider", ""), pool.get("variant") or "[red]nothing[/]",
+                      f"{pool.get('availableReplicas', 0)}/{pool.get('replicas', '-')}", _ms(pool.get("latencyP99Ms")), why)
+    console.print(pools)
+
+
+def request_through_service(cluster: LocalCluster, namespace: str, name: str, published: Any) -> tuple[list[int], list[int]]:
+    """One inference request through the model's Service ClusterIP: predicted and true classes."""
+    import httpx
+    import numpy as np
+
+    service = json.loads(cluster.kubectl("get", "service", name, "-n", namespace, "-o", "json").stdout)
+    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    held_out = np.load(published.evaluation)
+    rows = np.asarray(held_out[published.input_name][:8], dtype=np.float32).reshape(8, -1)
+    body = {"inputs": [{"name": published.input_name, "shape": list(rows.shape), "datatype": "FP32",
+                        "data": rows.ravel().tolist()}]}
+    response = httpx.post(f"{address}/v2/models/{name}/infer", json=body, timeout=10)
+    response.raise_for_status()
+    output = response.json()["outputs"][0]
+    logits = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+    console.print(f"  POST {address}/v2/models/{name}/infer (8 held-out digits) → HTTP {response.status_code}", highlight=False)
+    return logits.argmax(axis=1).tolist(), np.asarray(held_out["label"][:8]).tolist()
 
 
 def demo(
     example: Annotated[Path, typer.Option(help="OptimizedModel manifest to apply.")] = DEFAULT_EXAMPLE,
     namespace: Annotated[str, typer.Option(help="Namespace to apply it in.")] = "default",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the operator's status.")] = 120,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the model to be Ready.")] = 900,
 ) -> None:
-    """Local cluster up, operator running, an example OptimizedModel applied, its status printed."""
+    """Local cluster up, the operator installed in it, the example optimized, deployed and answering."""
     cluster = LocalCluster()
+    name = yaml.safe_load(example.read_text())["metadata"]["name"]
     try:
         console.rule("1. local cluster")
-        cluster.up(report=lambda step: console.print(f"  {step}"))
-        console.rule("2. CRD and operator")
+        cluster.up(report=lambda step: console.print(f"  {step}"),
+                   build_output=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+        console.rule("2. the CRD and the operator (a Deployment in optimodel-system)")
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
         cluster.kubectl("wait", "--for=condition=Established", "crd/optimizedmodels.optimodel.io", "--timeout=60s")
-        operator = cluster.process("operator")
-        if operator.is_running():
-            console.print(f"  operator already running (pid {operator.pid()})")
-        else:
-            env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
-            operator_cli = str(Path(sys.executable).with_name("optimodel"))
-            pid = operator.start([operator_cli, "operator", "run"], env=env)
-            console.print(f"  operator started (pid {pid}, log {operator.log_file})")
-        console.rule(f"3. apply {example.name}")
+        install_operator(cluster, lambda text: console.print(f"  {text}", highlight=False))
+        console.rule("3. the model: the zoo's digits MLP, trained here, published to /var/lib/optimodel/models")
+        published = publish(log=lambda text: console.print(f"  {text}"))
+        console.print(f"  {published.model}\n  {published.evaluation} (held out)", highlight=False)
+        console.rule(f"4. kubectl apply -f {example.relative_to(REPO_ROOT) if example.is_relative_to(REPO_ROOT) else example}")
         if namespace != "default":
             cluster.kubectl("create", "namespace", namespace, check=False)
-        console.print(cluster.kubectl("apply", "-n", namespace, "-f", str(example)).stdout.strip())
-        name = yaml.safe_load(example.read_text())["metadata"]["name"]
-        resource = _wait_observed(cluster, namespace, name, timeout)
+        console.print("  " + cluster.kubectl("apply", "-n", namespace, "-f", str(example)).stdout.strip())
+        resource = follow(cluster, namespace, name, timeout)
     except LocalClusterError as error:
         console.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(1) from error
 
-    console.rule("4. status")
-    console.print(cluster.kubectl("get", "optimizedmodels", "-n", namespace, "-o", "wide").stdout)
-    status = resource["status"]
-    table = Table("condition", "status", "reason", "message", title=f"{namespace}/{name}: phase {status.get('phase')}")
-    for condition in status.get("conditions", []):
-        table.add_row(condition["type"], condition["status"], condition.get("reason", ""),
-                      condition.get("message", ""))
-    console.print(table)
-    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
-                             f"involvedObject.name={name}", check=False).stdout
-    if events.strip():
-        console.print(events)
+    console.rule("5. result")
+    console.print(cluster.kubectl("get", "optimizedmodels", "-n", namespace, name).stdout)
+    print_tables(resource)
+    if _condition(resource, "Ready").get("status") != "True":
+        console.print(f"[bold red]{name} is {resource['status'].get('phase')}:[/] {resource['status'].get('message')}")
+        raise typer.Exit(1)
+    console.rule("6. a request through the model's Service")
+    predicted, labels = request_through_service(cluster, namespace, name, published)
+    console.print(f"  predicted {predicted}\n  labels    {labels}", highlight=False)
     console.print(
-        "Still running: the cluster, the operator and the resource.\n"
+        "\nStill running: the cluster, the operator, the model's servers.\n"
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
-        f"  kubectl get optimizedmodels -A   |   kubectl explain optimizedmodel.spec.rollout\n"
-        "  optimodel dev down                 # stops everything"
+        f"  kubectl get om -n {namespace}   |   kubectl describe om {name} -n {namespace}   |   "
+        f"kubectl logs -n {OPERATOR_NAMESPACE} deploy/{OPERATOR_DEPLOYMENT}\n"
+        "  optimodel dev down               # stops everything"
     )

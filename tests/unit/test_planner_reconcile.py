@@ -140,9 +140,15 @@ def test_status_edited_by_someone_else_is_repaired() -> None:
 def test_fields_of_later_stages_are_carried_over() -> None:
     spec = base_manifest()["spec"]
     stored = apply({}, reconcile(view(spec), T0).status_patch)
-    stored["stableRevision"] = "rev-abc"
     stored["canaryWeight"] = 25
     assert reconcile(view(spec, stored), T1).status_patch is None
+
+
+def test_a_stable_revision_nothing_serves_is_not_taken_on_trust() -> None:
+    spec = base_manifest()["spec"]
+    stored = apply({}, reconcile(view(spec), T0).status_patch)
+    stored["stableRevision"] = "forged"
+    assert reconcile(view(spec, stored), T1).status_patch == {"stableRevision": None}
 
 
 def test_unreadable_status_is_rewritten_whole() -> None:

@@ -55,7 +55,7 @@ def read_run(plan: JobPlan) -> RunObservation:
     """The plan's run record and the figures of each variant it lists, from their verified manifests."""
     try:
         record = _read_record(plan.run_record_uri)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - any store fault (missing protocol, network, JSON) is "unreadable"
         return RunObservation(found=False, error=f"run record {plan.run_record_uri}: {error}")
     if record is None:
         return RunObservation(found=False)
@@ -76,7 +76,7 @@ def read_run(plan: JobPlan) -> RunObservation:
             continue
         try:
             manifest = _manifest(uri)
-        except (ArtifactIntegrityError, OSError, ValueError) as error:
+        except (ArtifactIntegrityError, Exception) as error:  # noqa: BLE001 - see above
             return RunObservation(found=True, error=f"manifest of {name} ({uri}): {error}")
         measured[name] = measured_from_manifest(name, plan.provider, uri, manifest, batch)
     return RunObservation(found=True, measured=measured)

@@ -205,7 +205,9 @@ def plan_loop(
                               f"{', '.join(p.provider for p in plans)}")
     variants = [_variant_status(o.name, states) for o in spec.optimizations]
     create = tuple(build_job(view, spec, s.plan, revision, store, config) for s in states if s.state == "Starting")
-    stable = previous.stable_revision
+    # The stable revision is the one whose Deployments exist: read back, never taken on trust from status.
+    serving_revisions = {d.revision for d in observed.deployments.values()}
+    stable = previous.stable_revision if previous.stable_revision in serving_revisions else None
     base_pools = [PoolStatus(name=p.name, provider=p.execution_provider.value) for p in spec.node_pools]
 
     def outcome(conditions: dict[ConditionType, ConditionState], phase: Phase, message: str,
