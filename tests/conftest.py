@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from optimodel_localcluster.cluster import LocalCluster
+from optimodel_operator.testing.cluster import operator_replicas, scale_operator
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +26,19 @@ def local_cluster() -> Iterator[LocalCluster]:
         cluster.up()
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    # Tests own the operators that act on their namespaces: an operator left running by `optimodel demo`
+    # (in the cluster, or as a local process by an older demo) would act on them too. It is stopped for
+    # the session and put back afterwards, so the README's two commands work in either order.
+    demo_replicas = operator_replicas(cluster.kubectl)
+    if demo_replicas:
+        scale_operator(cluster.kubectl, 0)
+    if cluster.process("operator").is_running():
+        cluster.process("operator").stop()
     try:
         yield cluster
     finally:
+        if demo_replicas and not started_here:
+            scale_operator(cluster.kubectl, demo_replicas)
         if previous is None:
             os.environ.pop("KUBECONFIG", None)
         else:

@@ -171,7 +171,8 @@ def test_available_deployments_make_it_ready_and_reconciling_again_changes_nothi
     assert ready.status["latencyP99Ms"] == 1.8  # fp16's p99 (0.9 ms * 2): the slower pool
     assert ready.status["revisions"][0]["phase"] == "Stable"
     assert ready.actions.delete == ()
-    assert ("Normal", "PhaseChanged") in [(e.type, e.reason) for e in ready.events]
+    events = [(e.type, e.reason) for e in ready.events]
+    assert {("Normal", "PhaseChanged"), ("Normal", "Deployed"), ("Normal", "Promoted")} <= set(events)
     again = run(spec, observed, ready.status, T0 + timedelta(minutes=5))
     assert again.status_patch is None and again.events == ()
     assert again.actions.create == ()
@@ -189,6 +190,10 @@ def test_explicit_variant_that_failed_the_gate_is_never_deployed() -> None:
     assert cond(decision, "Degraded")["status"] == "True"
     int8 = next(v for v in decision.status["variants"] if v["name"] == "int8")
     assert int8["gate"] == "Failed" and int8["phase"] == "Succeeded"
+    events = [(e.type, e.reason, e.message) for e in decision.events]
+    assert ("Warning", "VariantFailed") in [(t, r) for t, r, _ in events]
+    assert any(r == "GateFailed" and "int8" in m for _, r, m in events), "one Event says why nothing is deployed"
+    assert [(t, r) for t, r, _ in events].count(("Normal", "VariantPassed")) == 3
 
 
 def test_auto_takes_the_fastest_variant_that_passed_on_the_pools_provider() -> None:

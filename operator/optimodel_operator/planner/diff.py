@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optimodel_operator.api.conditions import ConditionStatus, ConditionType, Reason
-from optimodel_operator.api.status import OptimizedModelStatus, Phase
+from optimodel_operator.api.status import GateVerdict, OptimizedModelStatus, Phase
 from optimodel_operator.planner.conditions import find
 
 _WARNING_PHASES = (Phase.FAILED, Phase.ROLLED_BACK)
@@ -54,6 +54,23 @@ def events_between(old: OptimizedModelStatus, new: OptimizedModelStatus) -> list
             events.append(
                 EventSpec("Warning", Reason.INVALID_SPEC.value, f"generation {after.observed_generation}: {after.message}")
             )
+    # One Event per stage decision: a stage condition that moved (status or reason).
+    for stage in (ConditionType.OPTIMIZED, ConditionType.GATED, ConditionType.DEPLOYED, ConditionType.ROLLED_OUT):
+        was, now = find(old.conditions, stage), find(new.conditions, stage)
+        if now is None or now.status == ConditionStatus.UNKNOWN:
+            continue
+        if was is not None and (was.status, was.reason) == (now.status, now.reason):
+            continue
+        kind = "Normal" if now.status == ConditionStatus.TRUE else "Warning"
+        events.append(EventSpec(kind, now.reason, f"{stage.value}: {now.message}"[:1024]))
+    # The gate's verdict on each variant, once.
+    before_variants = {v.name: v for v in old.variants or []}
+    for variant in new.variants or []:
+        earlier = before_variants.get(variant.name)
+        if variant.gate == GateVerdict.PENDING or (earlier is not None and earlier.gate == variant.gate):
+            continue
+        kind = "Normal" if variant.gate == GateVerdict.PASSED else "Warning"
+        events.append(EventSpec(kind, f"Variant{variant.gate.value}", f"{variant.name}: {variant.message or ''}"[:1024]))
     if old.phase is not None and new.phase is not None and old.phase != new.phase:
         kind = "Warning" if new.phase in _WARNING_PHASES else "Normal"
         events.append(EventSpec(kind, "PhaseChanged", f"{old.phase.value} → {new.phase.value}: {new.message or ''}".rstrip(": ")))

@@ -142,3 +142,27 @@ def running_operator(kubeconfig: Path, namespaces: list[str], log_path: Path) ->
         yield operator
     finally:
         operator.stop()
+
+
+OPERATOR_NAMESPACE = "optimodel-system"
+OPERATOR_DEPLOYMENT = "optimodel-operator"
+
+
+def operator_replicas(kubectl: Kubectl) -> int:
+    """Replicas of the in-cluster operator (0 when it is not installed)."""
+    result = kubectl("get", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE, "-o", "json", check=False)
+    return int(json.loads(result.stdout)["spec"].get("replicas") or 0) if result.returncode == 0 else 0
+
+
+def scale_operator(kubectl: Kubectl, replicas: int, timeout: float = 120) -> None:
+    """Scale the in-cluster operator and wait until exactly that many pods of it exist and are ready."""
+    kubectl("scale", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE, f"--replicas={replicas}")
+
+    def settled() -> bool:
+        pods = json.loads(kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-l",
+                                  f"app.kubernetes.io/name={OPERATOR_DEPLOYMENT}", "-o", "json").stdout)["items"]
+        ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                        for c in p.get("status", {}).get("conditions", []))]
+        return len(pods) == replicas and len(ready) == replicas
+
+    wait_for(settled, timeout, f"{replicas} ready operator pod(s)", interval=1)
