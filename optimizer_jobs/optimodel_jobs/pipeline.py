@@ -219,8 +219,18 @@ def check_declared_inputs(spec: SourceSpec, actual: list[TensorSpec]) -> None:
             )
 
 
+def job_provider(config: OptimizeConfig) -> str:
+    """Pure: the execution provider this Job measures the source on. The operator's Jobs have pools of one
+    provider; a local config with several prefers the CPU (every variant there is compared with it)."""
+    providers = [p.execution_provider for p in config.pools]
+    if not providers or "cpu" in providers:
+        return "cpu"
+    return providers[0]
+
+
 def pool_for(config: OptimizeConfig, variant: VariantSpec) -> PoolSpec:
-    """The pool a variant is meant for: named, else the first GPU pool for fp16, else the first pool."""
+    """The pool a variant is meant for: named, else the pool that names it, else the first GPU pool for fp16
+    (when the config has one), else the first CPU pool, else the first pool. Never a pool the config lacks."""
     pools = {p.name: p for p in config.pools}
     if variant.pool:
         return pools[variant.pool]
@@ -231,7 +241,7 @@ def pool_for(config: OptimizeConfig, variant: VariantSpec) -> PoolSpec:
         gpu = [p for p in config.pools if p.execution_provider != "cpu"]
         if gpu:
             return gpu[0]
-        return PoolSpec(name="gpu", execution_provider="cuda")
+        # No GPU pool in this config (e.g. the cpu Job of the operator): measured where it would run, on the CPU.
     cpu = [p for p in config.pools if p.execution_provider == "cpu"]
     return cpu[0] if cpu else config.pools[0]
 
@@ -317,16 +327,28 @@ class Pipeline:
             training_data = self._training(raw_training, raw_calibration, calibration_spec.dataset, source, evaluation)
         threads_default = threads_for(config.latency.cpu_limit or cpu_limit_from_environment())
 
+        provider = job_provider(config)
+        source_pool = next((p.name for p in config.pools if p.execution_provider == provider), None)
         source_outcome = VariantOutcome(
-            name="source", kind="fp32-source", parent=None, provider=choose_providers("cpu"),
+            name="source", kind="fp32-source", parent=None, provider=choose_providers(provider), pool=source_pool,
             path=source.onnx_path, raw_path=source.onnx_path, module=source.module,
         )
         with self.step("evaluate source", lambda: f"{metric.name} = {source_outcome.metric:.4f} on {len(evaluation)} samples"):
-            source_outcome.outputs = predict(source.onnx_path, evaluation, threads_default)
+            # The source is served too (pools with variant: source, or auto when nothing passed): its artifact is
+            # the ONNX export with the graph optimizations of this Job's provider baked in, as a variant's would be.
+            level = graphopt.level_for(provider)
+            source_outcome.path = graphopt.bake(source.onnx_path, self.work_dir / "source" / "model.onnx", level)
+            source_outcome.details = {"graph_optimization": level, "source_format": config.source.format}
+            source_outcome.outputs = predict(source_outcome.path, evaluation, threads_default)
             source_outcome.metric = score(metric, source_outcome.outputs, evaluation.labels, source_outcome.outputs, config.task)
             source_outcome.agreement = 1.0
-            source_outcome.size_bytes = source.onnx_path.stat().st_size
-            source_outcome.parameters = onnx_parameter_count(source.onnx_path)
+            source_outcome.drop = 0.0
+            source_outcome.size_bytes = source_outcome.path.stat().st_size
+            source_outcome.parameters = onnx_parameter_count(source_outcome.path)
+            source_outcome.gate = GateVerdict(
+                passed=True, deployable=True,
+                reason="the source model itself (the gate's reference, not optimized): always deployable",
+            )
         self._source_ref = source_outcome
 
         outcomes: dict[str, VariantOutcome] = {"source": source_outcome}
@@ -383,13 +405,13 @@ class Pipeline:
         with self.step("drift reference"):
             references = {
                 o.name: self._drift(evaluation, o.outputs if o.outputs is not None else source_outcome.outputs)
-                for o in built
+                for o in [source_outcome, *built]
             }
         variants = [o for name, o in outcomes.items() if name != "source"]
         chosen = choose_for_pools(config, variants, min(config.latency.batch_sizes))
         result = RunResult(config, metric, source_outcome, variants, chosen, self.work_dir)
-        with self.step("write artifacts", lambda: f"{len(built)} artifacts in {config.store}"):
-            self._write_artifacts(result, source, built, references)
+        with self.step("write artifacts", lambda: f"the source and {len(built)} variants in {config.store}"):
+            self._write_artifacts(result, source, [source_outcome, *built], references)
         with self.step("report"):
             from optimodel_jobs.report import write_report
 
@@ -600,9 +622,10 @@ class Pipeline:
         torch.manual_seed(self.config.seed)
         if variant.prune is not None:
             spec = variant.prune
+            probe = [x[:512] for x in inputs]
+            self._eager_module(parent, [x[:64] for x in probe])
             teacher = parent.module
             student = copy.deepcopy(parent.module)
-            probe = [x[:512] for x in inputs]
 
             def run_batches() -> None:
                 for start in range(0, len(probe[0]), 64):
@@ -665,6 +688,24 @@ class Pipeline:
         outcome.raw_path, outcome.path = raw, graphopt.bake(raw, work / "model.onnx", level)
         outcome.details = details
 
+    def _eager_module(self, parent: VariantOutcome, sample: list[np.ndarray]) -> None:
+        """A TorchScript parent (the source given as ``format: torch``) cannot be pruned or fine-tuned in place:
+        swap in an eager module rebuilt from it, checked to give the same outputs on ``sample``."""
+        import torch
+
+        from optimodel_jobs.torchscript import RebuildError, is_torchscript, rebuild_eager
+
+        if not is_torchscript(parent.module):
+            return
+        try:
+            parent.module = rebuild_eager(parent.module, [torch.from_numpy(np.ascontiguousarray(x)) for x in sample])
+        except RebuildError as error:
+            raise OptimizeError(
+                errors.VARIANT_FAILED,
+                f"cannot prune {parent.name}: the TorchScript model cannot be rebuilt as an eager module the pruner "
+                f"understands: {error}",
+            ) from None
+
     def _evaluate(
         self, outcome: VariantOutcome, metric: Metric, evaluation: Dataset, source_outcome: VariantOutcome, threads: int,
         spec: EvaluationSpec,
@@ -686,11 +727,11 @@ class Pipeline:
         groups: dict[tuple[str, ...], list[VariantOutcome]] = {}
         for outcome in built:
             groups.setdefault(tuple(outcome.provider.providers), []).append(outcome)
-        if not groups:
-            groups[("CPUExecutionProvider",)] = []
+        own = tuple(source_outcome.provider.providers)  # the source is measured on this Job's provider
+        groups.setdefault(own, [])
         pools = {p.name: p for p in self.config.pools}
         for providers, members in groups.items():
-            pool = pools.get(members[0].pool or "") if members else None
+            pool = pools.get((members[0].pool if members else source_outcome.pool) or "")
             limit = (pool.cpu_limit if pool else None) or spec.cpu_limit or cpu_limit_from_environment()
             models = {"source": source_outcome.path, **{o.name: o.path for o in members}}
             measured = measure_interleaved(
@@ -701,7 +742,7 @@ class Pipeline:
                 outcome.latency = measured[outcome.name]
                 outcome.details["latency_threads"] = threads_for(limit)
                 outcome.details["latency_source"] = {str(b): s.as_dict() for b, s in measured["source"].items()}
-            if providers == ("CPUExecutionProvider",) or not source_outcome.latency:
+            if providers == own:
                 source_outcome.latency = measured["source"]
 
     def _apply_budgets(self, built: list[VariantOutcome]) -> None:

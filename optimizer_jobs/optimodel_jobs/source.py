@@ -159,7 +159,10 @@ def load_source(spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, n
             export_program(module, example_inputs, spec.output_names, onnx_path)
             module = module.module()
         else:
-            export_module(module, example_inputs, spec.output_names, onnx_path)
+            # The exporter inlines a TorchScript module's graph in place, which would hide its structure from
+            # the pruner's rebuild (optimodel_jobs.torchscript): a second copy is exported.
+            exported = load_torch_module(spec, local) if spec.format == "torch" else module
+            export_module(exported, example_inputs, spec.output_names, onnx_path)
     except OptimizeError:
         raise
     except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user needs the cause
