@@ -2,7 +2,7 @@
 
 ``<store>/runs/<name>/<spec_hash[:16]>.json`` (:func:`run_record_uri`) holds a :class:`RunRecord`: per
 variant its kind, gate verdict, error, manifest URI and whether it was built or reused, plus the variant
-chosen per pool. The figures a rollout needs (metrics, latency, size) are in each variant's manifest
+chosen per pool; the source's entry carries the manifest URI of the source model's own artifact. The figures a rollout needs (metrics, latency, size) are in each variant's manifest
 (:func:`optimodel_contracts.artifacts.read_manifest`); the record repeats them for the report.
 
 ``<store>/builds/<build-key>.json`` holds a :class:`BuildRecord`: a variant's model as built (before the
@@ -104,6 +104,8 @@ class RunRecord(_Record):
     name: str
     spec_hash: str
     metric: str
+    # The source model as this Job measured it; ``source.manifest_uri`` is its own artifact (variant name
+    # ``source``, gate passed and deployable), served by pools with ``variant: source`` or as ``auto``'s fallback.
     source: VariantRecord
     variants: list[VariantRecord]
     chosen: dict[str, str | None]
