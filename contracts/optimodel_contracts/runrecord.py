@@ -2,7 +2,8 @@
 
 ``<store>/runs/<name>/<spec_hash[:16]>.json`` (:func:`run_record_uri`) holds a :class:`RunRecord`: per
 variant its kind, gate verdict, error, manifest URI and whether it was built or reused, plus the variant
-chosen per pool; the source's entry carries the manifest URI of the source model's own artifact. The figures a rollout needs (metrics, latency, size) are in each variant's manifest
+chosen per pool; the source's entry carries the manifest URI of the source model's own artifact. The
+figures a rollout needs (metrics, latency, size) are in each variant's manifest
 (:func:`optimodel_contracts.artifacts.read_manifest`); the record repeats them for the report.
 
 ``<store>/builds/<build-key>.json`` holds a :class:`BuildRecord`: a variant's model as built (before the
