@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything optimodel needs on a fresh machine of ours, idempotently and cached:
-#   - Debian packages: prometheus (the real server), iproute2 (pod network namespaces), wrk (benchmarks)
+#   - Debian packages: prometheus (the real server), iproute2 (pod network namespaces), wrk (benchmarks),
+#     nftables (the `nft` tool kube-proxy programs Service routing with)
 #   - a virtualenv at $OPTIMODEL_CACHE/venv with an editable install of this checkout and its dev extras
 # The control plane binaries are built on first use by `optimodel dev up` (Go module proxy, cached).
 # Prints the venv's bin directory as its last line.
@@ -11,7 +12,7 @@ cache=${OPTIMODEL_CACHE:-$HOME/.cache/optimodel}
 venv=$cache/venv
 mkdir -p "$cache"
 
-apt_packages=(prometheus iproute2 wrk)
+apt_packages=(prometheus iproute2 wrk nftables)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -46,11 +46,74 @@ def test_binaries_carry_the_release_version() -> None:
 def test_apiserver_is_secured_like_a_real_one(config: ControlPlaneConfig) -> None:
     flags = _flags(components.apiserver_argv(config))
     assert flags["authorization-mode"] == "Node,RBAC"
-    assert flags["bind-address"] == "127.0.0.1"
+    # Loopback for the host's kubeconfigs and the bridge address for pods (the `kubernetes` Service's endpoint).
+    assert flags["bind-address"] == "0.0.0.0"
+    assert flags["advertise-address"] == components.BRIDGE_ADDRESS == "10.244.0.1"
+    assert flags["service-cluster-ip-range"] == components.SERVICE_CIDR
     for tls in ("tls-cert-file", "tls-private-key-file", "client-ca-file", "service-account-key-file",
                 "service-account-signing-key-file", "kubelet-certificate-authority"):
         assert Path(flags[tls]).parent == config.layout.pki
     assert "insecure-port" not in flags
+
+
+def test_apiserver_certificate_names_every_address_clients_use() -> None:
+    apiserver = next(r for r in components.CERTIFICATES if r.name == "apiserver")
+    assert {"127.0.0.1", "10.96.0.1", "10.244.0.1"} <= set(apiserver.ip_addresses)
+    assert {"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"} <= set(apiserver.dns_names)
+
+
+def test_pki_reissues_a_certificate_that_lacks_a_requested_address(tmp_path: Path) -> None:
+    from optimodel_localcluster.pki import CertificateRequest
+
+    old = CertificateRequest("apiserver", "kube-apiserver", server=True, ip_addresses=("127.0.0.1",))
+    pki = ensure_pki(tmp_path, [old])
+    first = pki.cert("apiserver").read_bytes()
+    assert ensure_pki(tmp_path, [old]).cert("apiserver").read_bytes() == first  # kept while it says the same
+    new = CertificateRequest("apiserver", "kube-apiserver", server=True, ip_addresses=("127.0.0.1", "10.244.0.1"))
+    cert = x509.load_pem_x509_certificate(ensure_pki(tmp_path, [new]).cert("apiserver").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.244.0.1"}
+
+
+def test_kube_proxy_programs_nftables_with_its_own_identity(config: ControlPlaneConfig) -> None:
+    argv = components.kube_proxy_argv(config)
+    assert argv[0].endswith("/kube-proxy")
+    flags = _flags(argv)
+    assert flags["proxy-mode"] == "nftables"
+    assert flags["kubeconfig"].endswith("kube-proxy.kubeconfig")
+    assert flags["cluster-cidr"] == components.POD_CIDR
+    assert flags["healthz-bind-address"] == f"127.0.0.1:{config.ports.kube_proxy_healthz}"
+    # Host-wide conntrack settings are left alone.
+    assert flags["conntrack-max-per-core"] == "0"
+    assert flags["conntrack-tcp-timeout-established"] == "0"
+    identity = next(r for r in components.CERTIFICATES if r.name == "kube-proxy")
+    assert identity.common_name == "system:kube-proxy" and identity.client  # bound to system:node-proxier
+    assert components.KUBECONFIG_IDENTITIES["kube-proxy"] == "kube-proxy"
+
+
+def test_coredns_serves_the_cluster_domain_on_the_bridge_behind_kube_dns(config: ControlPlaneConfig) -> None:
+    corefile = components.coredns_corefile(config)
+    assert f"bind {components.BRIDGE_ADDRESS}" in corefile
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa" in corefile
+    assert f"kubeconfig {config.layout.kubeconfig_for('coredns')}" in corefile
+    assert "forward . /etc/resolv.conf" in corefile
+    assert f"ready 127.0.0.1:{config.ports.coredns_ready}" in corefile
+    service, endpoints = yaml.safe_load_all(components.KUBE_DNS_SERVICE)
+    assert service["spec"]["clusterIP"] == components.CLUSTER_DNS_IP == "10.96.0.10"
+    assert "selector" not in service["spec"]
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "kube-dns"
+    assert endpoints["endpoints"][0]["addresses"] == [components.BRIDGE_ADDRESS]
+    assert {(p["protocol"], p["port"]) for p in endpoints["ports"]} == {("UDP", 53), ("TCP", 53)}
+    rules = yaml.safe_load_all(components.COREDNS_RBAC).__next__()["rules"]
+    assert {verb for rule in rules for verb in rule["verbs"]} == {"list", "watch"}
+
+
+def test_coredns_module_pins_the_release_the_code_names() -> None:
+    from optimodel_localcluster.build import COREDNS_GOBUILD_DIR
+    from optimodel_localcluster.paths import COREDNS_VERSION
+
+    assert f"github.com/coredns/coredns {COREDNS_VERSION}" in (COREDNS_GOBUILD_DIR / "go.mod").read_text()
+    assert "k8s.io/kubernetes/cmd/kube-proxy" in (GOBUILD_DIR / "go.mod").read_text()
 
 
 def test_controller_manager_signs_service_accounts_and_never_allocates_cidrs(config: ControlPlaneConfig) -> None:

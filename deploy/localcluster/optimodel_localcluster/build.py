@@ -3,6 +3,9 @@
 The Go module in `gobuild/` pins Kubernetes and etcd; `go build tool` compiles every binary it
 lists. The result lives in `~/.cache/optimodel/k8s/<version>/bin/` with a stamp of the module's
 hash, so a second `dev up` starts in seconds and a bumped pin rebuilds.
+
+CoreDNS (the cluster DNS) is a module of its own in `gobuild-coredns/` (it needs a newer client-go than
+the pinned Kubernetes release); it is built the same way into `~/.cache/optimodel/coredns/<version>/bin/`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .paths import KUBERNETES_VERSION, GoBuildError, cache_root
+from .paths import COREDNS_VERSION, KUBERNETES_VERSION, GoBuildError, cache_root
 
 GOBUILD_DIR = Path(__file__).with_name("gobuild")
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+COREDNS_GOBUILD_DIR = Path(__file__).with_name("gobuild-coredns")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
 # `go build tool` names a binary after its package's last path element; etcd's main package is
 # go.etcd.io/etcd/server/v3, so it comes out as "server".
 _RENAMES = {"server": "etcd"}
@@ -27,10 +31,15 @@ def binaries_dir(version: str = KUBERNETES_VERSION) -> Path:
     return cache_root() / "k8s" / version / "bin"
 
 
-def _module_hash() -> str:
+def coredns_binaries_dir(version: str = COREDNS_VERSION) -> Path:
+    return cache_root() / "coredns" / version / "bin"
+
+
+def _module_hash(module_dir: Path = GOBUILD_DIR) -> str:
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        digest.update((GOBUILD_DIR / name).read_bytes())
+    for name in ("go.mod", "go.sum", "main.go"):
+        if (module_dir / name).exists():
+            digest.update((module_dir / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -38,13 +47,19 @@ def _stamp(bin_dir: Path) -> Path:
     return bin_dir / ".built-from"
 
 
-def is_built(version: str = KUBERNETES_VERSION) -> bool:
-    bin_dir = binaries_dir(version)
+def _is_built(bin_dir: Path, module_dir: Path, binaries: tuple[str, ...]) -> bool:
     stamp = _stamp(bin_dir)
     return (
         stamp.exists()
-        and stamp.read_text().strip() == _module_hash()
-        and all((bin_dir / name).is_file() for name in BINARIES)
+        and stamp.read_text().strip() == _module_hash(module_dir)
+        and all((bin_dir / name).is_file() for name in binaries)
+    )
+
+
+def is_built(version: str = KUBERNETES_VERSION) -> bool:
+    """Kubernetes, etcd and CoreDNS are all in the cache, built from the current pins."""
+    return _is_built(binaries_dir(version), GOBUILD_DIR, BINARIES) and _is_built(
+        coredns_binaries_dir(), COREDNS_GOBUILD_DIR, ("coredns",)
     )
 
 
@@ -66,10 +81,25 @@ def build(
     version: str = KUBERNETES_VERSION,
     on_output: Callable[[str], None] | None = None,
 ) -> Path:
-    """Build (or reuse) the control-plane binaries; returns their directory."""
+    """Build (or reuse) the control-plane binaries and CoreDNS; returns the control plane's directory."""
     bin_dir = binaries_dir(version)
-    if is_built(version):
-        return bin_dir
+    if not _is_built(bin_dir, GOBUILD_DIR, BINARIES):
+        _go_build(GOBUILD_DIR, bin_dir, ["tool"], BINARIES, _ldflags(version), on_output)
+    coredns_dir = coredns_binaries_dir()
+    if not _is_built(coredns_dir, COREDNS_GOBUILD_DIR, ("coredns",)):
+        _go_build(COREDNS_GOBUILD_DIR, coredns_dir, ["-o", f"{coredns_dir.with_name('bin.partial')}/coredns", "."],
+                  ("coredns",), "-s -w", on_output)
+    return bin_dir
+
+
+def _go_build(
+    module_dir: Path,
+    bin_dir: Path,
+    targets: list[str],
+    binaries: tuple[str, ...],
+    ldflags: str,
+    on_output: Callable[[str], None] | None,
+) -> None:
     go = shutil.which("go")
     if go is None:
         raise GoBuildError("`go` is not on PATH: the control plane is compiled from the Go module proxy")
@@ -77,9 +107,10 @@ def build(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
-    command = [go, "build", "-trimpath", "-ldflags", _ldflags(version), "-o", f"{staging}/", "tool"]
+    output = [] if "-o" in targets else ["-o", f"{staging}/"]
+    command = [go, "build", "-trimpath", "-ldflags", ldflags, *output, *targets]
     process = subprocess.Popen(
-        command, cwd=GOBUILD_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=module_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     tail: list[str] = []
     assert process.stdout is not None
@@ -88,15 +119,14 @@ def build(
         if on_output:
             on_output(line.rstrip())
     if process.wait() != 0:
-        raise GoBuildError("go build of the control plane failed:\n" + "\n".join(tail))
+        raise GoBuildError(f"go build in {module_dir.name}/ failed:\n" + "\n".join(tail))
     for built, wanted in _RENAMES.items():
         if (staging / built).exists():
             (staging / built).rename(staging / wanted)
-    missing = [name for name in BINARIES if not (staging / name).is_file()]
+    missing = [name for name in binaries if not (staging / name).is_file()]
     if missing:
         raise GoBuildError(f"go build finished but did not produce: {', '.join(missing)}")
-    _stamp(staging).write_text(_module_hash() + "\n")
+    _stamp(staging).write_text(_module_hash(module_dir) + "\n")
     # Swap in whole, so an interrupted build never leaves a half-filled bin/ that looks complete.
     shutil.rmtree(bin_dir, ignore_errors=True)
     staging.rename(bin_dir)
-    return bin_dir

@@ -72,20 +72,20 @@ def build_binaries() -> None:
     from .paths import KUBERNETES_VERSION
 
     if is_built():
-        console.print(f"[green]✓[/] Kubernetes {KUBERNETES_VERSION} binaries are cached")
+        console.print(f"[green]✓[/] Kubernetes {KUBERNETES_VERSION} and CoreDNS binaries are cached")
     else:
         lines: deque[str] = deque(maxlen=6)
-        with Live(Spinner("dots", f"building Kubernetes {KUBERNETES_VERSION} and etcd"), console=console,
+        with Live(Spinner("dots", f"building Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS"), console=console,
                   transient=True) as live:
             def show(line: str) -> None:
                 lines.append(line)
-                live.update(Spinner("dots", Text(f"building Kubernetes {KUBERNETES_VERSION} and etcd\n  "
+                live.update(Spinner("dots", Text(f"building Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS\n  "
                                                  + "\n  ".join(l[:120] for l in lines))))
             try:
                 build(on_output=show)
             except LocalClusterError as error:
                 _fail(error)
-        console.print(f"[green]✓[/] built Kubernetes {KUBERNETES_VERSION} and etcd")
+        console.print(f"[green]✓[/] built Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS")
     from .build import binaries_dir
     print(binaries_dir())
 

@@ -25,9 +25,11 @@ import httpx
 import yaml
 
 from . import components
-from .build import binaries_dir, build, is_built
+from .build import binaries_dir, build, coredns_binaries_dir, is_built
 from .components import ControlPlaneConfig
 from .paths import KUBERNETES_VERSION, LocalClusterError, Ports, StateLayout, default_state_dir
+from .node_agent import network
+from .node_agent.config import NodeAgentConfig
 from .pki import ensure_pki
 from .processes import ManagedProcess
 
@@ -35,7 +37,7 @@ Report = Callable[[str], None]
 
 # Start order; `down` goes the other way.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent",
-              "prometheus-discovery", "prometheus")
+              "kube-proxy", "coredns", "prometheus-discovery", "prometheus")
 EXPECTED_POOLS = ("cpu", "gpu")
 
 
@@ -56,6 +58,15 @@ def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.2)
         return probe.connect_ex((components.LOOPBACK, port)) == 0
+
+
+def _same_command(recorded: list[str], argv: list[str]) -> bool:
+    """Same flags and the same program (`venv/bin/python` and `venv/bin/python3` are one interpreter)."""
+    return (
+        len(recorded) == len(argv)
+        and os.path.realpath(recorded[0]) == os.path.realpath(argv[0])
+        and recorded[1:] == argv[1:]
+    )
 
 
 class LocalCluster:
@@ -93,7 +104,7 @@ class LocalCluster:
     # --- up --------------------------------------------------------------------------------
     def up(self, report: Report = _quiet, build_output: Report = _quiet, timeout: float = 180) -> None:
         if not is_built():
-            report(f"building Kubernetes {KUBERNETES_VERSION} and etcd from the Go module proxy (first time only)")
+            report(f"building Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS from the Go module proxy (first time only)")
         build(on_output=build_output)
         prometheus = shutil.which("prometheus")
         if prometheus is None:
@@ -102,20 +113,36 @@ class LocalCluster:
             )
         if shutil.which("ip") is None:
             raise LocalClusterError("`ip` (iproute2) is missing: run `deploy/bootstrap.sh`")
+        if shutil.which("nft") is None:
+            raise LocalClusterError("`nft` (nftables, for kube-proxy) is missing: run `deploy/bootstrap.sh`")
+        # The pod bridge first: the API server advertises its address, CoreDNS binds to it.
+        agent_config = NodeAgentConfig()
+        try:
+            network.prepare_host(agent_config.bridge_name, agent_config.bridge_address, agent_config.pod_network,
+                                 agent_config.service_network)
+        except network.NetworkError as error:
+            raise LocalClusterError(f"cannot prepare the pod network: {error}") from error
         report("certificates and kubeconfigs")
         self._write_credentials()
         (self.layout.root / "prometheus.yml").write_text(
             yaml.safe_dump(components.prometheus_config(self.config), sort_keys=False)
         )
+        (self.layout.root / "Corefile").write_text(components.coredns_corefile(self.config))
         deadline = time.monotonic() + timeout
         self._ensure("etcd", components.etcd_argv(self.config), self.ports.etcd_client, report, deadline)
         self._ensure("kube-apiserver", components.apiserver_argv(self.config), self.ports.apiserver, report, deadline)
         self.kubectl("apply", "-f", "-", input=components.PROMETHEUS_RBAC)
+        self.kubectl("apply", "-f", "-", input=components.COREDNS_RBAC)
+        self.kubectl("apply", "-f", "-", input=components.KUBE_DNS_SERVICE)
         self._ensure("kube-controller-manager", components.controller_manager_argv(self.config),
                      self.ports.controller_manager, report, deadline)
         self._ensure("kube-scheduler", components.scheduler_argv(self.config), self.ports.scheduler,
                      report, deadline)
         self._ensure("node-agent", components.node_agent_argv(self.config), None, report, deadline)
+        self._ensure("kube-proxy", components.kube_proxy_argv(self.config), self.ports.kube_proxy_healthz,
+                     report, deadline)
+        self._ensure("coredns", components.coredns_argv(self.config, str(coredns_binaries_dir() / "coredns")),
+                     self.ports.coredns_ready, report, deadline)
         self._ensure("prometheus-discovery", components.prometheus_discovery_argv(self.config), None, report,
                      deadline)
         self._ensure("prometheus", components.prometheus_argv(self.config, prometheus),
@@ -138,7 +165,12 @@ class LocalCluster:
 
     def _ensure(self, name: str, argv: list[str], port: int | None, report: Report, deadline: float) -> None:
         process = self.process(name)
-        if process.is_running() and self._healthy(name):
+        recorded = process.recorded_argv()
+        if process.is_running() and recorded is not None and not _same_command(recorded, argv):
+            # Started with other flags (an older checkout): the level-triggered repair is a restart.
+            report(f"{name}: running with other flags, restarting")
+            process.stop()
+        elif process.is_running() and self._healthy(name):
             report(f"{name}: already running")
             return
         if process.is_running():
@@ -195,6 +227,14 @@ class LocalCluster:
                                  timeout=2.0).status_code == 200
             if name == "prometheus":
                 return httpx.get(f"{self.prometheus_url}/-/ready", timeout=2.0).status_code == 200
+            if name == "kube-proxy":
+                # 200 once the rules are programmed from the current Services and EndpointSlices.
+                return httpx.get(f"http://{components.LOOPBACK}:{self.ports.kube_proxy_healthz}/healthz",
+                                 timeout=2.0).status_code == 200
+            if name == "coredns":
+                # Ready once its kubernetes plugin has synced Services.
+                return httpx.get(f"http://{components.LOOPBACK}:{self.ports.coredns_ready}/ready",
+                                 timeout=2.0).status_code == 200
             if name == "node-agent":
                 return self._nodes_registered()
             if name == "prometheus-discovery":
@@ -266,12 +306,19 @@ class LocalCluster:
                     pass
 
     def leftovers(self) -> list[str]:
-        """What a `down` should have removed and did not: running components, strays, bound ports."""
+        """What a `down` should have removed and did not: running components, strays, bound ports,
+        kube-proxy's nftables rules, the pod bridge."""
         found = [f"{name} still running" for name in COMPONENTS if self.process(name).is_running()]
         found += [f"process {pid} of this cluster still running" for pid in self._stray_pids()]
         ports = [self.ports.etcd_client, self.ports.etcd_peer, self.ports.apiserver,
-                 self.ports.controller_manager, self.ports.scheduler, self.ports.prometheus]
+                 self.ports.controller_manager, self.ports.scheduler, self.ports.prometheus,
+                 self.ports.kube_proxy_healthz, self.ports.kube_proxy_metrics, self.ports.coredns_health,
+                 self.ports.coredns_ready]
         found += [f"port {port} still bound" for port in ports if _port_in_use(port)]
+        found += [f"kube-proxy nftables table {table} still present" for table in network.kube_proxy_rules()]
+        bridge = NodeAgentConfig().bridge_name
+        if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode == 0:
+            found.append(f"bridge {bridge} still present")
         return found
 
     def _stray_pids(self) -> list[int]:

@@ -18,6 +18,18 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 LOOPBACK = "127.0.0.1"
+# The host's address on the pod bridge (omc0): the pods' gateway, and where pods reach host-side
+# components: the API server (the `kubernetes` Service's endpoint) and CoreDNS (behind `kube-dns`).
+BRIDGE_ADDRESS = "10.244.0.1"
+BRIDGE_NAME = "omc0"
+# The first address of the service range: the `kubernetes` Service in `default`, as in every cluster.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+# kube-system/kube-dns, the address every pod's resolv.conf names (kubeadm's choice: the 10th address).
+CLUSTER_DNS_IP = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+# kube-proxy runs once for the whole host (one pod network); it takes this node's name for
+# "local endpoint" decisions (internal/externalTrafficPolicy: Local).
+KUBE_PROXY_NODE = "cpu-0"
 
 # Identities, kubeadm style: CN is the user, O the groups RBAC sees.
 CERTIFICATES: tuple[CertificateRequest, ...] = (
@@ -25,7 +37,7 @@ CERTIFICATES: tuple[CertificateRequest, ...] = (
         "apiserver", "kube-apiserver", server=True,
         dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                    "kubernetes.default.svc.cluster.local"),
-        ip_addresses=(LOOPBACK, "10.96.0.1"),
+        ip_addresses=(LOOPBACK, KUBERNETES_SERVICE_IP, BRIDGE_ADDRESS),
     ),
     CertificateRequest("apiserver-kubelet-client", "kube-apiserver-kubelet-client", client=True),
     CertificateRequest("admin", "optimodel-admin", ("system:masters",), client=True),
@@ -35,6 +47,9 @@ CERTIFICATES: tuple[CertificateRequest, ...] = (
     # admin group rather than per-node identities because one process serves several nodes.
     CertificateRequest("node-agent", "optimodel:node-agent", ("system:masters",), client=True),
     CertificateRequest("prometheus", "optimodel:prometheus", client=True),
+    # The built-in ClusterRoleBinding system:node-proxier grants this user what kube-proxy needs.
+    CertificateRequest("kube-proxy", "system:kube-proxy", client=True),
+    CertificateRequest("coredns", "optimodel:coredns", client=True),
     CertificateRequest("kubelet-serving", "optimodel-node-agent", server=True,
                        dns_names=("localhost",), ip_addresses=(LOOPBACK,)),
 )
@@ -46,6 +61,8 @@ KUBECONFIG_IDENTITIES = {
     "scheduler": "scheduler",
     "node-agent": "node-agent",
     "prometheus": "prometheus",
+    "kube-proxy": "kube-proxy",
+    "coredns": "coredns",
 }
 
 
@@ -109,8 +126,11 @@ def apiserver_argv(cfg: ControlPlaneConfig) -> list[str]:
     return [
         cfg.binary("kube-apiserver"),
         f"--etcd-servers=http://{LOOPBACK}:{cfg.ports.etcd_client}",
-        f"--bind-address={LOOPBACK}",
-        f"--advertise-address={LOOPBACK}",
+        # Every address, as kubeadm's API server: 127.0.0.1 for the host's clients (kubeconfigs) and the
+        # bridge address for pods, which reach it through the `kubernetes` Service (10.96.0.1:443),
+        # whose endpoint is the advertised address.
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={BRIDGE_ADDRESS}",
         f"--secure-port={cfg.ports.apiserver}",
         f"--tls-cert-file={pki / 'apiserver.crt'}",
         f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -178,6 +198,111 @@ def node_agent_argv(cfg: ControlPlaneConfig) -> list[str]:
         "--kubeconfig", str(cfg.layout.kubeconfig_for("node-agent")),
         "--state-dir", str(cfg.layout.root),
     ]
+
+
+def kube_proxy_argv(cfg: ControlPlaneConfig) -> list[str]:
+    """kube-proxy in nftables mode (Debian's `nft`): Service ClusterIPs (and NodePorts on the bridge
+    address) routed for the host and every pod namespace. Host-wide conntrack sysctls are left as they are."""
+    return [
+        cfg.binary("kube-proxy"),
+        f"--kubeconfig={cfg.layout.kubeconfig_for('kube-proxy')}",
+        "--proxy-mode=nftables",
+        f"--hostname-override={KUBE_PROXY_NODE}",
+        f"--bind-address={BRIDGE_ADDRESS}",
+        f"--cluster-cidr={POD_CIDR}",
+        "--detect-local-mode=ClusterCIDR",
+        f"--nodeport-addresses={BRIDGE_ADDRESS}/32",
+        f"--healthz-bind-address={LOOPBACK}:{cfg.ports.kube_proxy_healthz}",
+        f"--metrics-bind-address={LOOPBACK}:{cfg.ports.kube_proxy_metrics}",
+        "--conntrack-max-per-core=0",
+        "--conntrack-tcp-timeout-established=0",
+        "--conntrack-tcp-timeout-close-wait=0",
+        "--oom-score-adj=0",
+        "--profiling=false",
+    ]
+
+
+def coredns_corefile(cfg: ControlPlaneConfig) -> str:
+    """Cluster DNS as kubeadm configures CoreDNS, served on the bridge address (behind kube-dns' ClusterIP).
+
+    Names outside cluster.local go to the host's own resolvers (CoreDNS runs on the host, so
+    /etc/resolv.conf here is the host's)."""
+    kubeconfig = cfg.layout.kubeconfig_for("coredns")
+    return f"""\
+.:53 {{
+    bind {BRIDGE_ADDRESS}
+    errors
+    health {LOOPBACK}:{cfg.ports.coredns_health}
+    ready {LOOPBACK}:{cfg.ports.coredns_ready}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} optimodel-local
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }}
+    forward . /etc/resolv.conf
+    cache 5
+    loadbalance
+}}
+"""
+
+
+def coredns_argv(cfg: ControlPlaneConfig, coredns_binary: str) -> list[str]:
+    return [coredns_binary, "-conf", str(cfg.layout.root / "Corefile")]
+
+
+# kube-system/kube-dns: CoreDNS runs on the host, so the Service has no selector and its one
+# EndpointSlice (kept by `up`) names the bridge address, as a Service for an external backend does.
+KUBE_DNS_SERVICE = f"""\
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {{k8s-app: kube-dns, kubernetes.io/name: CoreDNS, kubernetes.io/cluster-service: "true"}}
+spec:
+  clusterIP: {CLUSTER_DNS_IP}
+  ports:
+  - {{name: dns, port: 53, protocol: UDP, targetPort: 53}}
+  - {{name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-host
+  namespace: kube-system
+  labels:
+    kubernetes.io/service-name: kube-dns
+    endpointslice.kubernetes.io/managed-by: optimodel-localcluster
+addressType: IPv4
+endpoints:
+- addresses: ["{BRIDGE_ADDRESS}"]
+  conditions: {{ready: true}}
+ports:
+- {{name: dns, port: 53, protocol: UDP}}
+- {{name: dns-tcp, port: 53, protocol: TCP}}
+"""
+
+# What CoreDNS' kubernetes plugin reads (kubeadm's system:coredns role), nothing more.
+COREDNS_RBAC = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "optimodel:coredns"}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "optimodel:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "optimodel:coredns"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "optimodel:coredns"}
+"""
 
 
 def prometheus_targets_file(cfg: ControlPlaneConfig) -> Path:

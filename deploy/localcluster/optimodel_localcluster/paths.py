@@ -8,6 +8,8 @@ from pathlib import Path
 
 # Keep in step with gobuild/go.mod (a unit test checks they agree).
 KUBERNETES_VERSION = "v1.36.3"
+# Keep in step with gobuild-coredns/go.mod (a unit test checks they agree).
+COREDNS_VERSION = "v1.15.0"
 
 
 class LocalClusterError(RuntimeError):
@@ -38,6 +40,10 @@ class Ports:
     controller_manager: int = 20257
     scheduler: int = 20259
     prometheus: int = 19090
+    kube_proxy_healthz: int = 20256
+    kube_proxy_metrics: int = 20249
+    coredns_health: int = 20180
+    coredns_ready: int = 20181
 
 
 @dataclass(frozen=True)

@@ -154,8 +154,22 @@ def _is_current(cert_path: Path, now: dt.datetime) -> bool:
     return cert.not_valid_after_utc - now > dt.timedelta(days=1)
 
 
+def _says_what_is_asked(cert_path: Path, request: CertificateRequest) -> bool:
+    """Whether the certificate on disk names the requested subject alternative names (a newer release of
+    this code may ask for more, e.g. the API server's address on the pod bridge)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = set(names.get_values_for_type(x509.DNSName))
+        ips = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        dns, ips = set(), set()
+    return dns == set(request.dns_names) and ips == set(request.ip_addresses)
+
+
 def ensure_pki(root: Path, requests: list[CertificateRequest]) -> ClusterPKI:
-    """Create whatever is missing or about to expire; keep what is there (so restarts keep trust)."""
+    """Create whatever is missing, about to expire or naming other addresses than requested; keep the rest
+    (so restarts keep trust)."""
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     pki = ClusterPKI(root)
@@ -168,6 +182,10 @@ def ensure_pki(root: Path, requests: list[CertificateRequest]) -> ClusterPKI:
     if not (pki.service_account_key.exists() and pki.service_account_public_key.exists()):
         _create_service_account_keys(pki)
     for request in requests:
-        if not (_is_current(pki.cert(request.name), now) and pki.key(request.name).exists()):
+        if not (
+            _is_current(pki.cert(request.name), now)
+            and pki.key(request.name).exists()
+            and _says_what_is_asked(pki.cert(request.name), request)
+        ):
             _issue(pki, request, now)
     return pki

@@ -37,6 +37,14 @@ class ManagedProcess:
         except (OSError, ValueError, KeyError):
             return None
 
+    def recorded_argv(self) -> list[str] | None:
+        """The command line the running process was started with (None for records that predate it)."""
+        try:
+            argv = json.loads(self.pid_file.read_text()).get("argv")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return argv if isinstance(argv, list) else None
+
     def pid(self) -> int | None:
         """The pid if the recorded process is still the one we started (a reused pid has another start time)."""
         record = self.recorded()
@@ -67,7 +75,7 @@ class ManagedProcess:
                 start_new_session=True,
             )
         stat = proc_stat(process.pid)
-        record = {"pid": process.pid, "starttime": stat[1] if stat else -1, "argv0": argv[0]}
+        record = {"pid": process.pid, "starttime": stat[1] if stat else -1, "argv0": argv[0], "argv": argv}
         self.pid_file.write_text(json.dumps(record))
         return process.pid
 

@@ -75,7 +75,8 @@ class Agent:
         servers: LogServers | None = None
         try:
             self.api = KubeApi(self.kubeconfig)
-            network.ensure_bridge(self.config.bridge_name, self.config.bridge_address, self.config.pod_network)
+            network.prepare_host(self.config.bridge_name, self.config.bridge_address, self.config.pod_network,
+                                 self.config.service_network)
             keeper = NodeKeeper(self.api, self.config, self.stop)
             self._until_api_answers(keeper.register_all)
             if self.stop.is_set():

@@ -78,6 +78,12 @@ class NodeAgentConfig(BaseModel):
     pod_network: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
     bridge_name: str = Field(default="omc0", max_length=15)
     bridge_address: ipaddress.IPv4Address = ipaddress.IPv4Address("10.244.0.1")
+    # The service range (kube-apiserver's --service-cluster-ip-range), routed onto the bridge for the host.
+    service_network: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/16")
+    # dnsPolicy ClusterFirst: the kube-dns Service's address and the cluster domain (the kubelet's
+    # --cluster-dns / --cluster-domain).
+    cluster_dns: list[ipaddress.IPv4Address] = Field(default_factory=lambda: [ipaddress.IPv4Address("10.96.0.10")])
+    cluster_domain: str = "cluster.local"
     node_prefix_length: int = Field(default=24, ge=16, le=28)
     kubelet_port_base: int = Field(default=21250, ge=1024, le=65000)
     lease_duration_seconds: int = 40

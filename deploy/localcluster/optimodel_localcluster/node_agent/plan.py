@@ -176,10 +176,13 @@ def container_env(
     container: Json,
     source: ObjectSource,
     node_allocatable: Mapping[str, str],
+    services: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The variables the kubelet would give the container (without the runtime's own PATH/HOME/HOSTNAME)."""
+    """The variables the kubelet would give the container (without the runtime's own PATH/HOME/HOSTNAME).
+
+    `services` (from `service_env`) come first: `env`/`envFrom` override them and `$(VAR)` sees them."""
     namespace = pod["metadata"]["namespace"]
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(services or {})
     for entry in container.get("envFrom") or []:
         prefix = entry.get("prefix", "")
         if "configMapRef" in entry:
@@ -222,6 +225,111 @@ def container_env(
         if value is not None:
             env[name] = value
     return env
+
+
+# --- Service environment variables ---------------------------------------------------------------
+
+
+def _env_name(service_name: str) -> str:
+    return service_name.upper().replace("-", "_")
+
+
+def _service_ip_set(service: Json) -> bool:
+    return (service.get("spec") or {}).get("clusterIP") not in (None, "", "None")
+
+
+def service_env(services: list[Json], namespace: str, enable_service_links: bool) -> dict[str, str]:
+    """The kubelet's Service variables (docker-link style): always those of `default/kubernetes`, and, when
+    `enableServiceLinks` (the default), those of every Service of the pod's namespace that has a ClusterIP.
+
+    `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT` are what in-cluster clients read."""
+    chosen: dict[str, Json] = {}
+    for service in services:
+        meta = service.get("metadata") or {}
+        if not _service_ip_set(service):
+            continue
+        name = meta.get("name", "")
+        if meta.get("namespace") == "default" and name == "kubernetes":
+            chosen.setdefault(name, service)
+        elif meta.get("namespace") == namespace and enable_service_links:
+            chosen[name] = service
+    env: dict[str, str] = {}
+    for name in sorted(chosen):
+        spec = chosen[name]["spec"]
+        ports = spec.get("ports") or []
+        if not ports:
+            continue
+        ip = spec["clusterIP"]
+        prefix = _env_name(name)
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(ports[0]["port"])
+        for port in ports:
+            if port.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{_env_name(port['name'])}"] = str(port["port"])
+        host = f"[{ip}]" if ":" in ip else ip
+        for index, port in enumerate(ports):
+            protocol = (port.get("protocol") or "TCP")
+            url = f"{protocol.lower()}://{host}:{port['port']}"
+            if index == 0:
+                env[f"{prefix}_PORT"] = url
+            port_prefix = f"{prefix}_PORT_{port['port']}_{protocol.upper()}"
+            env[port_prefix] = url
+            env[f"{port_prefix}_PROTO"] = protocol.lower()
+            env[f"{port_prefix}_PORT"] = str(port["port"])
+            env[f"{port_prefix}_ADDR"] = ip
+    return env
+
+
+# --- DNS ------------------------------------------------------------------------------------------
+
+
+def resolv_conf(pod: Json, cluster_dns: list[str], cluster_domain: str, host_resolv_conf: str) -> str | None:
+    """The pod's /etc/resolv.conf by the kubelet's rules for `dnsPolicy` and `dnsConfig`, or None where the
+    host's own file applies unchanged (Default policy, or a hostNetwork pod with ClusterFirst)."""
+    spec = pod.get("spec") or {}
+    namespace = pod["metadata"]["namespace"]
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    dns_config = spec.get("dnsConfig") or {}
+    if policy == "ClusterFirst" and spec.get("hostNetwork"):
+        policy = "Default"  # the kubelet's rule: ClusterFirst on the host network falls back to the node's DNS
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: dict[str, str | None] = {}
+    if policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
+        nameservers = list(cluster_dns)
+        searches = [f"{namespace}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain]
+        options = {"ndots": "5"}
+    elif policy == "Default":
+        if not dns_config:
+            return None
+        for line in host_resolv_conf.splitlines():
+            fields = line.split()
+            if not fields or fields[0].startswith(("#", ";")):
+                continue
+            if fields[0] == "nameserver" and len(fields) > 1:
+                nameservers.append(fields[1])
+            elif fields[0] in ("search", "domain"):
+                searches = fields[1:]
+            elif fields[0] == "options":
+                for option in fields[1:]:
+                    key, _, value = option.partition(":")
+                    options[key] = value or None
+    elif policy != "None":
+        raise PlanError("CreateContainerConfigError", f"unsupported dnsPolicy {policy!r}")
+    for server in dns_config.get("nameservers") or []:
+        if server not in nameservers:
+            nameservers.append(server)
+    for search in dns_config.get("searches") or []:
+        if search not in searches:
+            searches.append(search)
+    for option in dns_config.get("options") or []:
+        options[option["name"]] = option.get("value")
+    lines = [f"nameserver {server}" for server in nameservers[:3]]
+    if searches:
+        lines.append("search " + " ".join(searches[:32]))
+    if options:
+        lines.append("options " + " ".join(k if v is None else f"{k}:{v}" for k, v in options.items()))
+    return "\n".join(lines) + "\n"
 
 
 # --- command ------------------------------------------------------------------------------------
@@ -272,9 +380,13 @@ def container_plan(
     entrypoints: Mapping[str, list[str]],
     default_path: str,
     hostname: str,
+    services: Mapping[str, str] | None = None,
+    resolv_conf_path: str | None = None,
 ) -> ContainerPlan:
+    """`services`: the Service variables (`service_env`); `resolv_conf_path`: the pod's resolv.conf on the host,
+    bind-mounted read-only over /etc/resolv.conf in the container's own mount namespace (never the host's)."""
     env = {"PATH": default_path, "HOME": "/root", "HOSTNAME": hostname}
-    env.update(container_env(pod, container, source, node_allocatable))
+    env.update(container_env(pod, container, source, node_allocatable, services))
     argv = container_argv(container, env, entrypoints)
     mounts: list[Mount] = []
     for mount in container.get("volumeMounts") or []:
@@ -288,6 +400,8 @@ def container_plan(
                 raise PlanError("CreateContainerConfigError", f"invalid subPath {sub_path!r}")
             host = f"{host.rstrip('/')}/{sub_path}"
         mounts.append(Mount(host_path=host, container_path=mount["mountPath"], read_only=bool(mount.get("readOnly"))))
+    if resolv_conf_path is not None and not any(m.container_path == "/etc/resolv.conf" for m in mounts):
+        mounts.append(Mount(host_path=resolv_conf_path, container_path="/etc/resolv.conf", read_only=True))
     return ContainerPlan(
         name=container["name"],
         argv=argv,

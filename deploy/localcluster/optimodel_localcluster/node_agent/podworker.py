@@ -23,12 +23,18 @@ from . import network, records, runtime
 from .config import NodeAgentConfig, NodeSpec
 from .kubeapi import ApiError, KubeApi, pod_path
 from .nodes import HOST_IP
-from .plan import PlanError, container_plan
+from .plan import PlanError, container_plan, resolv_conf, service_env
 from .probes import ProbeSpec, ProbeTracker, run_probe
 from .records import ContainerRecordState, PodRecord
 from .restart import backoff_delay, crashes_after_exit, should_restart
 from .status import ContainerRecord, PodView, Sandbox, Terminated, pod_status, readiness_gates_ok, rfc3339
-from .volumes import decode_config_map_data, decode_secret_data, materialize_volumes
+from .volumes import (
+    decode_config_map_data,
+    decode_secret_data,
+    has_service_account_token,
+    materialize_volumes,
+    token_refresh_delay,
+)
 
 Json = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -182,6 +188,10 @@ class PodWorker(threading.Thread):
         self.init = [self._container(c, True) for c in spec.get("initContainers") or []]
         self.containers = [self._container(c, False) for c in spec.get("containers") or []]
         self.message: str | None = None
+        # When the projected service-account tokens are next rewritten (time.time()); None: no token yet.
+        # Containers re-adopted after an agent restart get fresh tokens at once (their age is unknown).
+        has_tokens = any(has_service_account_token(v) for v in spec.get("volumes") or [])
+        self._token_refresh_at: float | None = time.time() if existing is not None and has_tokens else None
         records.save(self.dir, self.record)
 
     def _container(self, spec: Json, is_init: bool) -> ContainerRun:
@@ -311,6 +321,20 @@ class PodWorker(threading.Thread):
             for container in self.containers:
                 self._observe(container)
                 self._maybe_start(container)
+        self._maybe_refresh_tokens()
+
+    def _maybe_refresh_tokens(self) -> None:
+        if self._token_refresh_at is None or time.time() < self._token_refresh_at or not self._running():
+            return
+        self._token_refresh_at = None
+        try:
+            materialize_volumes(self.pod, self.dir, self.context.state_dir, ApiObjectSource(self.context.api),
+                                self._request_token, self.node.capacity, only_tokens=True)
+            log.info("%s/%s: refreshed service account tokens", self.namespace, self.pod_name)
+        except (PlanError, OSError, ApiError) as error:
+            log.warning("%s/%s: token refresh failed (retrying): %s", self.namespace, self.pod_name, error)
+        if self._token_refresh_at is None:  # the request failed: try again shortly
+            self._token_refresh_at = time.time() + 10
 
     def _observe(self, container: ContainerRun) -> None:
         handle = container.state.handle
@@ -440,7 +464,14 @@ class PodWorker(threading.Thread):
             answer = self.context.api.create(
                 f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{account}/token", body
             )
-            return (answer.get("status") or {}).get("token")
+            status = answer.get("status") or {}
+            token = status.get("token")
+            if token:
+                expires = _parse_time(status.get("expirationTimestamp"))
+                valid = (expires - _utcnow()).total_seconds() if expires else float(body["spec"]["expirationSeconds"])
+                due = time.time() + token_refresh_delay(body["spec"]["expirationSeconds"], valid)
+                self._token_refresh_at = due if self._token_refresh_at is None else min(self._token_refresh_at, due)
+            return token
         except Exception as error:
             log.warning("%s/%s: no service account token: %s", self.namespace, self.pod_name, error)
             return None
@@ -461,6 +492,7 @@ class PodWorker(threading.Thread):
                 pod, container.spec, source=source, volume_paths=volume_paths,
                 node_allocatable=self.node.capacity, entrypoints=config.entrypoints, default_path=config.path,
                 hostname=pod["spec"].get("hostname") or self.pod_name,
+                services=self._service_env(), resolv_conf_path=self._resolv_conf(),
             )
         except PlanError as error:
             self._waiting(container, error.reason, error.message)
@@ -496,6 +528,37 @@ class PodWorker(threading.Thread):
         log.info("%s/%s: started container %s (pid %s): %s", self.namespace, self.pod_name, container.name,
                  handle.shim_pid, " ".join(plan.argv)[:200])
         records.save(self.dir, self.record)
+
+    def _service_env(self) -> dict[str, str]:
+        """Service variables from the Services that exist now (the kubelet reads them at container start)."""
+        api = self.context.api
+        services = []
+        master = api.get("/api/v1/namespaces/default/services/kubernetes")
+        if master is not None:
+            services.append(master)
+        links = self.pod["spec"].get("enableServiceLinks", True)
+        if links:
+            listing = api.request("GET", f"/api/v1/namespaces/{self.namespace}/services")
+            services += [{**item, "metadata": {**item["metadata"], "namespace": self.namespace}}
+                         for item in listing.get("items") or []]
+        return service_env(services, self.namespace, bool(links))
+
+    def _resolv_conf(self) -> str | None:
+        """Write the pod's resolv.conf into its folder; its path, or None where the host's file applies."""
+        config = self.context.config
+        try:
+            host = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            host = ""
+        text = resolv_conf(self.pod, [str(ip) for ip in config.cluster_dns], config.cluster_domain, host)
+        if text is None:
+            return None
+        path = self.dir / "resolv.conf"
+        temporary = path.with_name("resolv.conf.tmp")
+        temporary.write_text(text)
+        temporary.chmod(0o644)
+        temporary.replace(path)
+        return str(path)
 
     def _waiting(self, container: ContainerRun, reason: str, message: str) -> None:
         if (container.record.reason, container.record.message) != (reason, message):

@@ -130,6 +130,16 @@ def volume_files(
     return {}
 
 
+def has_service_account_token(volume: Json) -> bool:
+    return any("serviceAccountToken" in part for part in (volume.get("projected") or {}).get("sources") or [])
+
+
+def token_refresh_delay(requested_seconds: int, valid_seconds: float) -> float:
+    """Seconds until a token is rewritten: at 80% of its lifetime (the requested one, or what the API server
+    granted if shorter), and at least daily, as the kubelet's token manager does."""
+    return min(0.8 * min(float(requested_seconds), valid_seconds), 24 * 3600.0)
+
+
 def decode_secret_data(secret: Json) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
 
@@ -153,12 +163,12 @@ def _write_files(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
         target.write_bytes(content)
         target.chmod(mode & 0o777)
     if folder.exists():
-        # Replace contents in place: a running container's bind mount points at this very inode.
+        # Replace contents in place: a running container's bind mount points at this very inode. Files are
+        # swapped in with rename, so a reader (a client re-reading its token) never finds one missing.
+        fresh = {child.name for child in staging.iterdir()}
         for child in folder.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+            if child.name not in fresh or (child.is_dir() and not child.is_symlink()):
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         for child in staging.iterdir():
             os.replace(child, folder / child.name)
         staging.rmdir()
@@ -173,13 +183,17 @@ def materialize_volumes(
     source: ObjectSource,
     request_token: TokenRequester,
     allocatable: dict[str, str],
+    only_tokens: bool = False,
 ) -> dict[str, str]:
-    """Create every mapped volume's folder (and file content); returns volume name -> host path."""
+    """Create every mapped volume's folder (and file content); returns volume name -> host path.
+
+    `only_tokens`: rewrite just the projected volumes that hold a service-account token (the refresh
+    of a running pod's tokens, as the kubelet does before they expire)."""
     paths = volume_paths(pod, pod_dir, state_dir)
     for volume in pod.get("spec", {}).get("volumes") or []:
         name = volume["name"]
         kind = volume_kind(volume)
-        if kind is None:
+        if kind is None or (only_tokens and not has_service_account_token(volume)):
             continue
         path = Path(paths[name])
         if kind == "hostPath":
