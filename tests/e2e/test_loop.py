@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,6 +41,7 @@ def operator_in_cluster(local_cluster: LocalCluster) -> Iterator[Published]:
         yield published
     finally:
         scale_operator(local_cluster.kubectl, 0)
+        shutil.rmtree(TEST_STORES, ignore_errors=True)
 
 
 def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
@@ -71,9 +74,14 @@ def _items(cluster: LocalCluster, kind: str, namespace: str, name: str) -> list[
     return json.loads(out)["items"]
 
 
-def _digits(name: str = "digits") -> dict[str, Any]:
+TEST_STORES = Path("/var/lib/optimodel/store/tests")
+
+
+def _digits(namespace: str, name: str = "digits") -> dict[str, Any]:
+    """The demo's example with a store of the test's own, so earlier runs' results are not reused."""
     manifest = copy.deepcopy(load_example("digits"))
     manifest["metadata"]["name"] = name
+    manifest["spec"]["artifacts"] = {"uri": f"file://{TEST_STORES / namespace}"}
     return manifest
 
 
@@ -90,7 +98,7 @@ def test_apply_to_ready_each_pool_serves_its_variant_and_the_service_answers(
 ) -> None:
     import onnxruntime as ort
 
-    _apply(local_cluster, namespace, _digits())
+    _apply(local_cluster, namespace, _digits(namespace))
     obj = _wait(local_cluster, namespace, "digits", _ready, "Ready")
     local_cluster.kubectl("wait", "--for=condition=Ready", "om/digits", "-n", namespace, "--timeout=5s")
     status = obj["status"]
@@ -139,7 +147,7 @@ def test_apply_to_ready_each_pool_serves_its_variant_and_the_service_answers(
 def test_a_variant_that_fails_the_gate_is_never_deployed_and_auto_falls_back(
     local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
 ) -> None:
-    strict = _digits("strict")
+    strict = _digits(namespace, "strict")
     # int8 must fit in a budget no artifact meets: the gate refuses it.
     strict["spec"]["optimizations"][0]["gate"] = {"maxSizeMiB": 0.000001}
     strict["spec"]["nodePools"] = [strict["spec"]["nodePools"][0] | {"variant": "int8"}]
@@ -163,7 +171,7 @@ def test_a_variant_that_fails_the_gate_is_never_deployed_and_auto_falls_back(
 def test_a_failed_job_leaves_its_reason_and_no_deployment(
     local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
 ) -> None:
-    broken = _digits("broken")
+    broken = _digits(namespace, "broken")
     broken["spec"]["evaluation"]["dataset"] = "file:///var/lib/optimodel/models/digits-mlp-tiny/missing.npz"
     broken["spec"]["nodePools"] = broken["spec"]["nodePools"][:1]
     _apply(local_cluster, namespace, broken)
@@ -179,7 +187,7 @@ def test_a_failed_job_leaves_its_reason_and_no_deployment(
 def test_operator_killed_while_the_job_runs_makes_one_job_and_finishes(
     local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
 ) -> None:
-    manifest = _digits("restart")
+    manifest = _digits(namespace, "restart")
     # A spec of its own (so no earlier run record serves it) with a slower pruned variant.
     manifest["spec"]["evaluation"]["maxDrop"] = 0.025
     manifest["spec"]["nodePools"] = manifest["spec"]["nodePools"][:1]
@@ -196,7 +204,7 @@ def test_operator_killed_while_the_job_runs_makes_one_job_and_finishes(
 def test_deleting_the_resource_removes_every_child(
     local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
 ) -> None:
-    manifest = _digits("doomed")
+    manifest = _digits(namespace, "doomed")
     manifest["spec"]["nodePools"] = manifest["spec"]["nodePools"][:1]
     _apply(local_cluster, namespace, manifest)
     _wait(local_cluster, namespace, "doomed", _ready, "Ready")
@@ -212,7 +220,7 @@ def test_deleting_the_resource_removes_every_child(
 def test_replicas_only_edit_scales_without_a_new_revision_or_job(
     local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
 ) -> None:
-    manifest = _digits("scaled")
+    manifest = _digits(namespace, "scaled")
     manifest["spec"]["nodePools"] = manifest["spec"]["nodePools"][:1]
     _apply(local_cluster, namespace, manifest)
     before = _wait(local_cluster, namespace, "scaled", _ready, "Ready")

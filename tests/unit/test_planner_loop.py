@@ -113,6 +113,17 @@ def test_running_jobs_make_the_phase_optimizing_and_create_nothing_new() -> None
     assert {v["phase"] for v in decision.status["variants"]} == {"Running"}
 
 
+def test_a_job_waiting_for_a_node_says_why() -> None:
+    spec = spec_of()
+    cpu, cuda = plans(spec)
+    observed = Observed(jobs={cpu.job_name: JobObservation(cpu.job_name, "Running"),
+                              cuda.job_name: JobObservation(cuda.job_name, "Running", message="its pod is not scheduled: "
+                                                            "0/3 nodes are available: 1 Insufficient nvidia.com/gpu")})
+    decision = run(spec, observed)
+    assert "Insufficient nvidia.com/gpu" in cond(decision, "Optimized")["message"]
+    assert "Insufficient nvidia.com/gpu" in decision.status["message"]
+
+
 def test_results_already_in_the_store_need_no_job() -> None:
     """The same spec applied elsewhere (another namespace) finds its run records: no optimization work."""
     spec = spec_of()

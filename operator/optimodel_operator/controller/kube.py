@@ -81,22 +81,37 @@ def _termination(pod: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _job_pods(clients: Clients, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    pods = clients.core.list_namespaced_pod(job["metadata"]["namespace"],
+                                            label_selector=f"job-name={job['metadata']['name']}").items
+    return sorted((client.ApiClient().sanitize_for_serialization(p) for p in pods),
+                  key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+
+
+def _waiting_reason(clients: Clients, job: Mapping[str, Any]) -> str | None:
+    """Why a Job's pod does not run yet (unschedulable: no node with a free GPU, ...), or None."""
+    if (job.get("status") or {}).get("active", 0) == 0 or (job.get("status") or {}).get("ready"):
+        return None
+    for pod in _job_pods(clients, job):
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return f"its pod is not scheduled: {condition.get('message') or condition.get('reason')}"
+    return None
+
+
 def _job_observation(clients: Clients, job: Mapping[str, Any]) -> JobObservation:
     name = job["metadata"]["name"]
     conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in conditions:
         return JobObservation(name, "Complete")
     if "Failed" not in conditions:
-        return JobObservation(name, "Running")
+        return JobObservation(name, "Running", message=_waiting_reason(clients, job))
     failed = conditions["Failed"]
     if failed.get("reason") == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
         return JobObservation(name, "Failed", "DeadlineExceeded",
                               f"ran past its deadline (activeDeadlineSeconds={deadline})")
-    pods = clients.core.list_namespaced_pod(job["metadata"]["namespace"], label_selector=f"job-name={name}").items
-    pods = sorted((client.ApiClient().sanitize_for_serialization(p) for p in pods),
-                  key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
-    for pod in pods:
+    for pod in _job_pods(clients, job):
         reason, message = _termination(pod)
         if reason:
             return JobObservation(name, "Failed", reason, message)

@@ -124,7 +124,7 @@ def _plan_state(plan: JobPlan, observed: Observed) -> _PlanState:
     if job is None:
         return _PlanState(plan, "Starting")
     if job.state == "Running":
-        return _PlanState(plan, "Running")
+        return _PlanState(plan, "Running", message=job.message)
     if job.state == "Failed":
         return _PlanState(plan, "Failed", reason=job.reason or Reason.OPTIMIZATION_FAILED.value,
                           message=f"Job {plan.job_name} failed: {job.message or job.reason or 'no reason given'}")
@@ -243,7 +243,8 @@ def plan_loop(
 
     if any(s.state != "Done" for s in states):
         started = any(s.state == "Running" for s in states)
-        waiting = [s.plan.job_name for s in states if s.state in ("Running", "Starting")]
+        waiting = [s.plan.job_name + (f" ({s.message})" if s.message else "")
+                   for s in states if s.state in ("Running", "Starting")]
         message = (f"optimization Job(s) running: {', '.join(waiting)}" if started
                    else f"creating optimization Job(s): {', '.join(waiting)}")
         reason = Reason.OPTIMIZATION_RUNNING if started else Reason.AWAITING_OPTIMIZATION
