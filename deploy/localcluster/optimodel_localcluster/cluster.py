@@ -315,7 +315,7 @@ class LocalCluster:
                  self.ports.kube_proxy_healthz, self.ports.kube_proxy_metrics, self.ports.coredns_health,
                  self.ports.coredns_ready]
         found += [f"port {port} still bound" for port in ports if _port_in_use(port)]
-        found += [f"kube-proxy nftables table {table} still present" for table in network.kube_proxy_rules()]
+        found += [f"nftables table {table} (Service routing) still present" for table in network.kube_proxy_rules()]
         bridge = NodeAgentConfig().bridge_name
         if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode == 0:
             found.append(f"bridge {bridge} still present")
