@@ -11,6 +11,7 @@ serves, and one request answered through the model's Service. Everything stays r
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +32,8 @@ OPERATOR_KUSTOMIZATION = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "loca
 OPERATOR_NAMESPACE = "optimodel-system"
 OPERATOR_DEPLOYMENT = "optimodel-operator"
 
-console = Console()
+# Wide enough for the tables when the output is a file or a pipe (rich assumes 80 columns there).
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def install_operator(cluster: LocalCluster, report: Any = console.print, timeout: int = 180) -> None:

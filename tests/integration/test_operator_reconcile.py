@@ -65,7 +65,7 @@ def test_invalid_then_fixed(local_cluster, namespace: str, tmp_path: Path) -> No
         # Then the new generation is accepted
         obj = wait_for_status(kubectl, namespace, "chain", _is("Accepted", "True", "SpecAccepted"), "accepted")
         assert obj["metadata"]["generation"] == 2 and obj["status"]["observedGeneration"] == 2
-        assert obj["status"]["phase"] == "Pending"
+        assert obj["status"]["phase"] in ("Pending", "Optimizing")  # its optimization Jobs are created
         assert condition(obj, "Degraded")["status"] == "False"
         reasons = [e["reason"] for e in events_for(kubectl, namespace, "chain")]
         assert "SpecAccepted" in reasons and "PhaseChanged" in reasons
@@ -76,23 +76,29 @@ def test_restart_changes_nothing_and_repairs_edited_status(local_cluster, namesp
     install_crd(kubectl)
     log = tmp_path / "operator.log"
     with running_operator(local_cluster.kubeconfig, [namespace], log):
+        # The base manifest's data lives in s3://, which this machine cannot read: its optimization Jobs
+        # fail, and the resource settles in Failed, saying why.
         kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(base_manifest("steady")))
-        obj = wait_for_status(kubectl, namespace, "steady", _is("Accepted", "True"), "accepted")
+        obj = wait_for_status(kubectl, namespace, "steady", lambda o: o["status"].get("phase") == "Failed",
+                              "Failed", timeout=240)
+    assert condition(obj, "Optimized")["status"] == "False"
     version = obj["metadata"]["resourceVersion"]
     events_before = len(events_for(kubectl, namespace, "steady"))
 
-    # Reconciling again (resume after a restart) leaves the object untouched: no write, no event.
+    # Reconciling again (resume after a restart) leaves the object untouched: no write, no event, no new Job.
+    jobs_before = kubectl("get", "jobs", "-n", namespace, "-o", "name").stdout.split()
     with running_operator(local_cluster.kubeconfig, [namespace], log) as operator:
-        wait_for(lambda: log.read_text().count("Resuming is processed") >= 1, 30, "the resume handler to run")
+        wait_for(lambda: log.read_text().count("Resuming is processed") >= 2, 30, "the resume handler to run")
         time.sleep(1)
         assert get_model(kubectl, namespace, "steady")["metadata"]["resourceVersion"] == version
         assert len(events_for(kubectl, namespace, "steady")) == events_before
+        assert kubectl("get", "jobs", "-n", namespace, "-o", "name").stdout.split() == jobs_before
         assert operator.alive()
 
     # A status edited behind the operator's back is put right when it next reconciles.
     patch = {"status": {"phase": "Succeeded", "stableRevision": "forged"}}
     kubectl("patch", "om", "steady", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
     with running_operator(local_cluster.kubeconfig, [namespace], log):
-        wait_for_status(kubectl, namespace, "steady", lambda o: o["status"].get("phase") == "Pending", "repaired phase")
-    # Fields of stages this build does not compute yet are carried over, not invented or erased.
-    assert get_model(kubectl, namespace, "steady")["status"]["stableRevision"] == "forged"
+        wait_for_status(kubectl, namespace, "steady", lambda o: o["status"].get("phase") == "Failed", "repaired phase")
+    # A stable revision that no Deployment serves is not taken on trust.
+    assert "stableRevision" not in get_model(kubectl, namespace, "steady")["status"]
