@@ -94,10 +94,12 @@ def events_for(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, An
 class OperatorProcess:
     """`optimodel operator run` as a child process, watching some namespaces."""
 
-    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
         self.log_path = log_path
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -106,6 +108,7 @@ class OperatorProcess:
             args += ["--namespace", ns]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("OPTIMODEL_DEFAULT_ARTIFACTS", None)
+        env.update(self.env)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
@@ -135,8 +138,10 @@ class OperatorProcess:
 
 
 @contextmanager
-def running_operator(kubeconfig: Path, namespaces: list[str], log_path: Path) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(kubeconfig, namespaces, log_path)
+def running_operator(kubeconfig: Path, namespaces: list[str], log_path: Path,
+                     env: dict[str, str] | None = None) -> Iterator[OperatorProcess]:
+    """The operator as a local process (`optimodel operator run`), with extra configuration in `env`."""
+    operator = OperatorProcess(kubeconfig, namespaces, log_path, env)
     operator.start()
     try:
         yield operator
