@@ -117,3 +117,21 @@ def test_tokens_are_rewritten_at_80_percent_of_their_life_and_at_least_daily() -
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}
     assert has_service_account_token(access)
     assert not has_service_account_token({"name": "cfg", "configMap": {"name": "c"}})
+
+
+def test_termination_message_is_the_file_or_on_failure_the_log_tail() -> None:
+    from optimodel_localcluster.node_agent.plan import termination_message
+
+    fallback = {"name": "c", "terminationMessagePolicy": "FallbackToLogsOnError"}
+    assert termination_message({"name": "c"}, b'{"reason": "X"}', b"log\n", 2) == '{"reason": "X"}'
+    assert termination_message(fallback, b"", b"".join(b"line %d\n" % i for i in range(200)), 2) == "".join(
+        f"line {i}\n" for i in range(120, 200))
+    assert termination_message(fallback, b"", b"ok\n", 0) is None  # logs only on error
+    assert termination_message({"name": "c"}, b"", b"boom\n", 1) is None  # policy File: the file only
+    assert len(termination_message({"name": "c"}, b"x" * 10000, b"", 1) or "") == 4096
+    pod = {"metadata": {"name": "p", "namespace": "ml", "uid": "u"}, "spec": {"containers": []}, "status": {}}
+    plan = container_plan(pod, {"name": "c", "command": ["true"], "terminationMessagePath": "/tmp/msg"},
+                          source=None, volume_paths={}, node_allocatable={}, entrypoints={},  # type: ignore[arg-type]
+                          default_path="/bin", hostname="p", termination_log_path="/pods/p/run/c.termination-log")
+    assert [(m.host_path, m.container_path, m.read_only) for m in plan.mounts] == [
+        ("/pods/p/run/c.termination-log", "/tmp/msg", False)]

@@ -332,6 +332,27 @@ def resolv_conf(pod: Json, cluster_dns: list[str], cluster_domain: str, host_res
     return "\n".join(lines) + "\n"
 
 
+# --- termination message ---------------------------------------------------------------------------
+
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+_MESSAGE_MAX_BYTES = 4096
+_FALLBACK_MAX_BYTES = 2048
+_FALLBACK_MAX_LINES = 80
+
+
+def termination_message(container: Json, written: bytes, log_tail: bytes, exit_code: int) -> str | None:
+    """The kubelet's `terminated.message`: what the container wrote to its terminationMessagePath (at most
+    4096 bytes), or, with `terminationMessagePolicy: FallbackToLogsOnError` and a failure, the last 80 lines
+    (at most 2048 bytes) of its log."""
+    if written.strip():
+        return written[:_MESSAGE_MAX_BYTES].decode("utf-8", errors="replace")
+    if container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and exit_code != 0:
+        lines = log_tail.splitlines(keepends=True)[-_FALLBACK_MAX_LINES:]
+        text = b"".join(lines)[-_FALLBACK_MAX_BYTES:]
+        return text.decode("utf-8", errors="replace") or None
+    return None
+
+
 # --- command ------------------------------------------------------------------------------------
 
 
@@ -382,6 +403,7 @@ def container_plan(
     hostname: str,
     services: Mapping[str, str] | None = None,
     resolv_conf_path: str | None = None,
+    termination_log_path: str | None = None,
 ) -> ContainerPlan:
     """`services`: the Service variables (`service_env`); `resolv_conf_path`: the pod's resolv.conf on the host,
     bind-mounted read-only over /etc/resolv.conf in the container's own mount namespace (never the host's)."""
@@ -402,6 +424,9 @@ def container_plan(
         mounts.append(Mount(host_path=host, container_path=mount["mountPath"], read_only=bool(mount.get("readOnly"))))
     if resolv_conf_path is not None and not any(m.container_path == "/etc/resolv.conf" for m in mounts):
         mounts.append(Mount(host_path=resolv_conf_path, container_path="/etc/resolv.conf", read_only=True))
+    if termination_log_path is not None:
+        target = container.get("terminationMessagePath") or TERMINATION_MESSAGE_PATH
+        mounts.append(Mount(host_path=termination_log_path, container_path=target))
     return ContainerPlan(
         name=container["name"],
         argv=argv,

@@ -23,7 +23,7 @@ from . import network, records, runtime
 from .config import NodeAgentConfig, NodeSpec
 from .kubeapi import ApiError, KubeApi, pod_path
 from .nodes import HOST_IP
-from .plan import PlanError, container_plan, resolv_conf, service_env
+from .plan import PlanError, container_plan, resolv_conf, service_env, termination_message
 from .probes import ProbeSpec, ProbeTracker, run_probe
 from .records import ContainerRecordState, PodRecord
 from .restart import backoff_delay, crashes_after_exit, should_restart
@@ -405,7 +405,8 @@ class PodWorker(threading.Thread):
             reason=exit_status.reason,
             started_at=record.started_at,
             finished_at=exit_status.finished_at,
-            message=exit_status.message or container.kill_reason,
+            message=self._termination_message(container, exit_status.code) or exit_status.message
+            or container.kill_reason,
             container_id=record.container_id,
         )
         container.state.handle = None
@@ -493,6 +494,7 @@ class PodWorker(threading.Thread):
                 node_allocatable=self.node.capacity, entrypoints=config.entrypoints, default_path=config.path,
                 hostname=pod["spec"].get("hostname") or self.pod_name,
                 services=self._service_env(), resolv_conf_path=self._resolv_conf(),
+                termination_log_path=self._fresh_termination_log(container),
             )
         except PlanError as error:
             self._waiting(container, error.reason, error.message)
@@ -528,6 +530,26 @@ class PodWorker(threading.Thread):
         log.info("%s/%s: started container %s (pid %s): %s", self.namespace, self.pod_name, container.name,
                  handle.shim_pid, " ".join(plan.argv)[:200])
         records.save(self.dir, self.record)
+
+    def _fresh_termination_log(self, container: ContainerRun) -> str:
+        path = container.files.termination_log
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        return str(path)
+
+    def _termination_message(self, container: ContainerRun, exit_code: int) -> str | None:
+        try:
+            written = container.files.termination_log.read_bytes()[:8192]
+        except OSError:
+            written = b""
+        try:
+            with open(container.files.log, "rb") as log_file:
+                log_file.seek(0, 2)
+                log_file.seek(max(0, log_file.tell() - 16384))
+                tail = log_file.read()
+        except OSError:
+            tail = b""
+        return termination_message(container.spec, written, tail, exit_code)
 
     def _service_env(self) -> dict[str, str]:
         """Service variables from the Services that exist now (the kubelet reads them at container start)."""

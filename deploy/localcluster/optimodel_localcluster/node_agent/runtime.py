@@ -47,6 +47,11 @@ class RunFiles:
         return self.pod_dir / "run" / f"{self.container}.exit"
 
     @property
+    def termination_log(self) -> Path:
+        """Bind-mounted at the container's terminationMessagePath; read when the container ends."""
+        return self.pod_dir / "run" / f"{self.container}.termination-log"
+
+    @property
     def pid(self) -> Path:
         return self.pod_dir / "run" / f"{self.container}.pid"
 
