@@ -33,3 +33,17 @@ def test_job_past_its_deadline_is_reported_and_nothing_is_deployed(local_cluster
         assert job["spec"]["activeDeadlineSeconds"] == 2
         assert json.loads(kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout)["items"] == []
         assert operator.alive()
+
+
+def test_a_job_waiting_on_a_missing_secret_says_so(local_cluster, namespace: str, tmp_path: Path) -> None:
+    kubectl = local_cluster.kubectl
+    install_crd(kubectl)
+    manifest = copy.deepcopy(load_example("minimal"))
+    manifest["spec"]["artifacts"] = {"uri": f"file://{tmp_path / 'store'}", "credentials": {"name": "not-created"}}
+    with running_operator(local_cluster.kubeconfig, [namespace], tmp_path / "operator.log"):
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+        obj = wait_for_status(kubectl, namespace, "minimal",
+                              lambda o: "CreateContainerConfigError" in (o["status"].get("message") or ""),
+                              "the waiting reason in status", timeout=90)
+        assert obj["status"]["phase"] == "Optimizing"
+        assert "not-created" in condition(obj, "Optimized")["message"]

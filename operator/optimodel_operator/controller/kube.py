@@ -96,6 +96,10 @@ def _waiting_reason(clients: Clients, job: Mapping[str, Any]) -> str | None:
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 return f"its pod is not scheduled: {condition.get('message') or condition.get('reason')}"
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+                return f"its container waits: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
     return None
 
 
