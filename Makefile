@@ -7,7 +7,7 @@ bootstrap:
 	@deploy/bootstrap.sh >/dev/null
 	@$(VENV_BIN)/optimodel dev build >/dev/null
 
-# Local cluster up, operator running, the example OptimizedModel applied, its status printed.
+# Local cluster up, the operator installed in it, the digits example optimized, served and answering a request.
 demo: bootstrap
 	$(VENV_BIN)/optimodel demo
 

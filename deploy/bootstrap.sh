@@ -34,7 +34,10 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing Python dependencies into $venv (first time: several minutes, torch is large)" >&2
   "$venv/bin/pip" install -q --upgrade pip >&2
-  "$venv/bin/pip" install -q -e "$repo[dev]" >&2
+  # One line per package (not -q): installing torch takes minutes and must not look stuck.
+  # pipefail: a failed pip fails the bootstrap, whatever grep kept of its output.
+  "$venv/bin/pip" install --progress-bar off -e "$repo[dev]" 2>&1 \
+    | grep --line-buffered -E "^(Collecting|Installing|Successfully|ERROR|error)" >&2
   echo "$want" > "$stamp"
 fi
 echo "$venv/bin"

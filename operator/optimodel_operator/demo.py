@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from optimodel_localcluster.cli import BuildProgress
 from optimodel_localcluster.cluster import LocalCluster
 from optimodel_localcluster.paths import LocalClusterError
 from optimodel_operator.examples import EXAMPLES, publish
@@ -156,8 +157,8 @@ def demo(
     name = yaml.safe_load(example.read_text())["metadata"]["name"]
     try:
         console.rule("1. local cluster")
-        cluster.up(report=lambda step: console.print(f"  {step}"),
-                   build_output=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+        progress = BuildProgress(lambda text: console.print(f"  [dim]{text}[/]", highlight=False))
+        cluster.up(report=lambda step: console.print(f"  {step}"), build_output=progress.line)
         console.rule("2. the CRD and the operator (a Deployment in optimodel-system)")
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
         cluster.kubectl("wait", "--for=condition=Established", "crd/optimizedmodels.optimodel.io", "--timeout=60s")

@@ -108,7 +108,8 @@ def _go_build(
     staging.mkdir(parents=True)
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
     output = [] if "-o" in targets else ["-o", f"{staging}/"]
-    command = [go, "build", "-trimpath", "-ldflags", ldflags, *output, *targets]
+    # -v: one line per package compiled, so a caller can show how far a cold build (minutes) has come.
+    command = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, *output, *targets]
     process = subprocess.Popen(
         command, cwd=module_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

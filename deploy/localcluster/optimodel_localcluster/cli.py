@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +67,30 @@ def up(state_dir: StateDirOption = None) -> None:
     print(cluster.kubeconfig)
 
 
+class BuildProgress:
+    """Counts the packages `go build -v` reports and says so every `every` seconds."""
+
+    def __init__(self, say: Callable[[str], None], every: float = 15.0) -> None:
+        self.say, self.every = say, every
+        self.started = self.last = time.monotonic()
+        self.packages = 0
+        self.downloads = 0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def line(self, text: str) -> None:
+        if text.startswith("go: downloading"):
+            self.downloads += 1
+        elif text and not text.startswith("#"):
+            self.packages += 1
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.say(f"  {self.elapsed():4.0f}s: {self.downloads} modules downloaded, {self.packages} packages "
+                     f"compiled; last: {text[:100]}")
+
+
 @app.command("build")
 def build_binaries() -> None:
     """Compile the control plane from the Go module proxy (cached; `up` does this on first use)."""
@@ -73,6 +99,17 @@ def build_binaries() -> None:
 
     if is_built():
         console.print(f"[green]✓[/] Kubernetes {KUBERNETES_VERSION} and CoreDNS binaries are cached")
+    elif not console.is_terminal:
+        # A log or a pipe (make, CI): a line every 15 s saying how far the build is, never minutes of silence.
+        progress = BuildProgress(lambda text: console.print(text, highlight=False))
+        console.print(f"building Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS from the Go module proxy "
+                      "(first time only; 7-9 minutes on 2 cores)", highlight=False)
+        try:
+            build(on_output=progress.line)
+        except LocalClusterError as error:
+            _fail(error)
+        console.print(f"built Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS in {progress.elapsed():.0f}s "
+                      f"({progress.packages} packages)", highlight=False)
     else:
         lines: deque[str] = deque(maxlen=6)
         with Live(Spinner("dots", f"building Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS"), console=console,
