@@ -319,6 +319,17 @@ def test_new_revision_keeps_the_old_one_until_it_is_available_then_removes_it() 
     assert done.status["phase"] == "Succeeded"
     assert sorted(name for _, name in done.actions.delete) == sorted(old)
     assert [r["phase"] for r in done.status["revisions"]] == ["Stable", "Superseded"]
+    assert {v["name"]: v["gate"] for v in done.status["revisions"][0]["variants"]} == dict.fromkeys(VARIANTS, "Passed")
+    # A later spec whose variant fails the gate is recorded as refused; the stable revision stays stable.
+    refused_spec = copy.deepcopy(changed)
+    refused_spec["evaluation"]["maxDrop"] = 0.03
+    new_deployments = {**new}
+    refused = run(refused_spec, Observed(runs=all_done(refused_spec, failing=("int8",)), deployments=new_deployments),
+                  done.status)
+    assert [r["phase"] for r in refused.status["revisions"]] == ["Refused", "Stable", "Superseded"]
+    assert refused.status["revisions"][0]["variants"][0] == {"name": "int8", "gate": "Failed"}
+    assert refused.status["stableRevision"] == done.status["stableRevision"]
+    assert refused.actions.delete == (), "the stable revision keeps serving"
 
 
 def test_long_names_are_shortened_deterministically() -> None:

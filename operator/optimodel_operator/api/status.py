@@ -132,6 +132,7 @@ class RevisionPhase(DescribedEnum):
     STABLE = "Stable", "Serving all traffic."
     SUPERSEDED = "Superseded", "Replaced by a newer stable revision; kept for rollback."
     ROLLED_BACK = "RolledBack", "Refused by the canary analysis."
+    REFUSED = "Refused", "Never deployed: its optimization failed or a pool's variant failed the gate."
 
 
 class PoolAssignment(StatusModel):
@@ -145,21 +146,33 @@ class PoolAssignment(StatusModel):
     """Artifact served there."""
 
 
-class RevisionRecord(StatusModel):
-    """One revision: an assignment of verified artifacts to node pools."""
+class VariantVerdict(StatusModel):
+    """The gate's verdict on one variant of a revision."""
 
     name: LongName
-    """Revision name (derived from the artifacts' hashes)."""
+    """optimizations[].name."""
+    gate: GateVerdict
+    """Passed or Failed (Pending when its Job did not finish)."""
+
+
+class RevisionRecord(StatusModel):
+    """One revision: the spec parts that make artifacts (hashed into its name), its variants' verdicts,
+    and the verified artifact each node pool serves."""
+
+    name: LongName
+    """Revision name: a hash of the source, evaluation, optimizations, pool providers and store."""
     generation: int = Field(ge=0)
     """metadata.generation that produced it."""
     phase: RevisionPhase
-    """Canary, Stable, Superseded or RolledBack."""
+    """Stable, Superseded, Refused (Canary and RolledBack come with the rollout)."""
     created: datetime
-    """When the revision was first deployed."""
+    """When the revision was first recorded."""
+    variants: Annotated[list[VariantVerdict], Field(max_length=16)] = Field(default_factory=list)
+    """The gate's verdict on each variant."""
     pools: Annotated[list[PoolAssignment], Field(max_length=8)] = Field(default_factory=list)
     """Variant and artifact per node pool."""
     message: Message | None = None
-    """Why it was rolled back or superseded."""
+    """Why it was refused or superseded."""
 
 
 class PoolStatus(StatusModel):

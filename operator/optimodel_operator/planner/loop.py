@@ -25,6 +25,7 @@ from optimodel_operator.api.status import (
     RevisionRecord,
     VariantPhase,
     VariantStatus,
+    VariantVerdict,
 )
 from optimodel_operator.builders.job import build_job
 from optimodel_operator.builders.server import (
@@ -181,11 +182,23 @@ def _history(previous: OptimizedModelStatus, current: RevisionRecord | None, lim
     for record in records:
         if record.name == current.name:
             continue
-        if record.phase == RevisionPhase.STABLE:
+        if current.phase == RevisionPhase.STABLE and record.phase == RevisionPhase.STABLE:
             record = record.model_copy(update={"phase": RevisionPhase.SUPERSEDED,
                                                "message": f"replaced by revision {current.name}"})
         out.append(record)
     return out[: limit + 1]
+
+
+def _record(previous: OptimizedModelStatus, revision: str, generation: int, now: datetime, phase: RevisionPhase,
+            variants: list[VariantStatus], pools: list[PoolStatus], message: str | None = None) -> RevisionRecord:
+    earlier = next((r for r in previous.revisions or [] if r.name == revision), None)
+    return RevisionRecord(
+        name=revision, generation=earlier.generation if earlier else generation, phase=phase,
+        created=earlier.created if earlier else now.replace(microsecond=0),
+        variants=[VariantVerdict(name=v.name, gate=v.gate) for v in variants],
+        pools=[PoolAssignment(pool=p.name, variant=p.variant or "", artifact=p.artifact) for p in pools if p.variant],
+        message=message[:32768] if message else None,
+    )
 
 
 def plan_loop(
@@ -239,7 +252,8 @@ def plan_loop(
             ConditionType.PROGRESSING: ConditionState(_FALSE, reason or Reason.OPTIMIZATION_FAILED, "stopped; a spec change starts over"),
             ConditionType.DEGRADED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, message + keeps),
             ConditionType.STALLED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, message),
-        }, Phase.FAILED, f"optimization failed: {message}{keeps}")
+        }, Phase.FAILED, f"optimization failed: {message}{keeps}",
+            record=_record(previous, revision, view.generation, now, RevisionPhase.REFUSED, variants, [], message))
 
     if any(s.state != "Done" for s in states):
         started = any(s.state == "Running" for s in states)
@@ -278,7 +292,8 @@ def plan_loop(
             ConditionType.PROGRESSING: ConditionState(_FALSE, Reason.GATE_FAILED, "stopped; a spec change starts over"),
             ConditionType.DEGRADED: ConditionState(_TRUE, Reason.GATE_FAILED, message + keeps),
             ConditionType.STALLED: ConditionState(_TRUE, Reason.GATE_FAILED, message),
-        }, Phase.FAILED, f"gate: {message}{keeps}", pools=pools)
+        }, Phase.FAILED, f"gate: {message}{keeps}", pools=pools,
+            record=_record(previous, revision, view.generation, now, RevisionPhase.REFUSED, variants, [], message))
 
     gated = ConditionState(_TRUE, Reason.GATE_PASSED, "; ".join(f"{c.pool}: {c.reason}" for _, c in choices))
     apply: list[Manifest] = [build_model_service(view, config)]
@@ -320,12 +335,7 @@ def plan_loop(
     stale = tuple(("Deployment", name) for name in sorted(observed.deployments) if name not in wanted_deployments)
     stale += tuple(("Service", name) for name in sorted(observed.services) if name not in wanted_services)
     serving = ", ".join(f"{p.name}={p.variant}" for p in pools)
-    previous_record = next((r for r in previous.revisions or [] if r.name == revision), None)
-    record = RevisionRecord(
-        name=revision, generation=previous_record.generation if previous_record else view.generation,
-        phase=RevisionPhase.STABLE, created=previous_record.created if previous_record else now.replace(microsecond=0),
-        pools=[PoolAssignment(pool=p.name, variant=p.variant or "", artifact=p.artifact) for p in pools],
-    )
+    record = _record(previous, revision, view.generation, now, RevisionPhase.STABLE, variants, pools)
     deployed = ConditionState(_TRUE, Reason.DEPLOYED, f"serving {serving}")
     return outcome({
         ConditionType.OPTIMIZED: optimized,
