@@ -50,7 +50,8 @@ def _default_pools() -> list[PoolConfig]:
             count=1,
             labels={"nvidia.com/gpu.present": "true"},
             taints=[Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")],
-            capacity={**base_capacity, "nvidia.com/gpu": "2"},
+            # Four: the demo's model keeps one while a test session schedules a few of its own.
+            capacity={**base_capacity, "nvidia.com/gpu": "4"},
         ),
     ]
 
