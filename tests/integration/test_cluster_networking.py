@@ -12,39 +12,17 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from optimodel_localcluster.cluster import LocalCluster
 
+from _cluster_helpers import Json, apply, get, wait_for
+
 pytestmark = pytest.mark.cluster
-
-Json = dict[str, Any]
-
-
-def apply(cluster: LocalCluster, namespace: str, manifest: str) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
-
-
-def get(cluster: LocalCluster, namespace: str, *what: str) -> Json:
-    return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
 
 
 def finished_pod_output(cluster: LocalCluster, namespace: str, pod: str, container: str | None = None,

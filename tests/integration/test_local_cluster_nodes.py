@@ -8,38 +8,16 @@ agent's bridge, as another pod would.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from optimodel_localcluster.cluster import LocalCluster
 
+from _cluster_helpers import Json, apply, get, wait_for
+
 pytestmark = pytest.mark.cluster
-
-Json = dict[str, Any]
-
-
-def apply(cluster: LocalCluster, namespace: str, manifest: str) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
-
-
-def get(cluster: LocalCluster, namespace: str, *what: str) -> Json:
-    return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
 
 
 def pods(cluster: LocalCluster, namespace: str, selector: str) -> list[Json]:

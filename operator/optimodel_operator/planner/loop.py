@@ -37,7 +37,7 @@ from optimodel_operator.builders.server import (
 )
 from optimodel_operator.planner.choice import PoolChoice, choose
 from optimodel_operator.planner.conditions import ConditionState
-from optimodel_operator.planner.results import SOURCE, Measured, RunObservation
+from optimodel_operator.planner.results import Measured, RunObservation
 from optimodel_operator.planner.revision import JobPlan, effective_store, job_plans, revision_of
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
 

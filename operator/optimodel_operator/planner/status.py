@@ -67,20 +67,13 @@ def desired_status(
         summary = verdict.summary()
         states = _invalid_states(summary)
         states = {ConditionType.READY: derive_ready(states), **states}
-        return OptimizedModelStatus(
-            observed_generation=view.generation,
-            phase=Phase.FAILED,
-            message=f"invalid spec: {summary}",
-            conditions=stamp(states, previous.conditions, view.generation, now),
-            variants=previous.variants,
-            current_revision=previous.current_revision,
-            stable_revision=previous.stable_revision,
-            revisions=previous.revisions,
-            pools=previous.pools,
-            serving=previous.serving,
-            latency_p99_ms=previous.latency_p99_ms,
-            **carried,
-        ), Actions()
+        # Nothing is acted on for an invalid spec: what the earlier generation reached stays as it was.
+        return previous.model_copy(update={
+            "observed_generation": view.generation,
+            "phase": Phase.FAILED,
+            "message": f"invalid spec: {summary}",
+            "conditions": stamp(states, previous.conditions, view.generation, now),
+        }), Actions()
     loop = plan_loop(view, verdict.spec, previous, observed, now, config)
     states = {ConditionType.READY: derive_ready(loop.states), **loop.states}
     return OptimizedModelStatus(
