@@ -1,10 +1,9 @@
-"""The parts meet in the real cluster: an optimization Job makes a verified int8 artifact in a pod,
-a model-server Deployment serves it on its pod IP, and Prometheus scrapes the server's metrics.
+"""The parts meet in the real cluster without the operator: an optimization Job made by hand writes a
+verified int8 artifact from a pod, a model-server Deployment serves it on its pod IP, and Prometheus
+scrapes the server's metrics (including the namespace label the rollout analysis will select on).
 
-This is what the operator will do by itself once its Job and rollout stages land; here the test
-applies the same kind of objects by hand, so the local cluster, the optimizer and the server are
-proven together with nothing stood in for but the container runtime.
-"""
+The operator builds the same kinds of objects itself (tests/e2e/test_loop.py); this test keeps the
+component contract visible on its own: Job config in, artifact out, server up, metrics scraped."""
 
 from __future__ import annotations
 
