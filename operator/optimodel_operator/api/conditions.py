@@ -63,7 +63,27 @@ class Reason(DescribedEnum):
     NOTHING_TO_SERVE = "NothingToServe", "A pool has no variant it may serve (its variant failed the gate)."
     CANARY_PROGRESSING = "CanaryProgressing", "The canary is at an intermediate step."
     ANALYSIS_NO_DATA = "AnalysisNoData", "The analysis had no data (Prometheus unreachable or too few samples); holding."
+    ANALYSIS_ERROR = "AnalysisError", (
+        "Prometheus could not be asked (unreachable, timeout, bad answer); holding, counting consecutive errors."
+    )
+    ANALYSIS_FAILED = "AnalysisFailed", "An analysis failed a check; counted towards rollout.failureLimit."
+    INPUT_DRIFT = "InputDrift", (
+        "Live inputs drifted beyond the range the gate evaluated; rolled back to a safer (float) revision or "
+        "variant, or Degraded and still serving when none exists."
+    )
+    CANARY_STARTED = "CanaryStarted", "A new revision takes the first canary step next to the stable revision."
+    CANARY_SUPERSEDED = "CanarySuperseded", "The spec moved on before the canary finished; the canary is dropped."
     PROMOTED = "Promoted", "The revision serves all traffic."
-    ROLLED_BACK = "RolledBack", "Failed analyses reached the limit; traffic went back to the stable revision."
+    MANUALLY_PROMOTED = "ManuallyPromoted", "A person promoted the canary to all traffic (optimodel promote)."
+    ROLLED_BACK = "RolledBack", (
+        "Failed analyses (or consecutive analysis errors) reached the limit; traffic went back to the stable "
+        "revision, which is not retried until the spec changes or optimodel retry."
+    )
+    ABORTED = "Aborted", "A person took the revision off traffic (optimodel abort); not retried until retry or a spec change."
+    NO_ROLLBACK_TARGET = "NoRollbackTarget", (
+        "The promoted revision failed its guard at the limit but no earlier revision is kept; it keeps serving."
+    )
+    RETRY_REQUESTED = "RetryRequested", "A person asked to roll a rolled-back revision out again (optimodel retry)."
+    COMMAND_IGNORED = "CommandIgnored", "A manual command that does not apply in the current rollout phase, or unknown."
     ALL_STAGES_READY = "AllStagesReady", "Every stage condition is True."
     AS_EXPECTED = "AsExpected", "Nothing is wrong."

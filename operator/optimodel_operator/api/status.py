@@ -99,7 +99,8 @@ class VariantStatus(StatusModel):
 class AnalysisVerdict(DescribedEnum):
     PASS = "Pass", "Every check within its threshold."
     FAIL = "Fail", "A check over its threshold; see message."
-    NO_DATA = "NoData", "Prometheus unreachable or too few samples; treated per rollout.noData."
+    NO_DATA = "NoData", "No samples, or fewer than rollout.minSamples requests; treated per rollout.noData."
+    ERROR = "Error", "Prometheus could not be asked; holds, and counts towards the consecutive-error limit."
 
 
 class AnalysisResult(StatusModel):
@@ -125,6 +126,25 @@ class AnalysisResult(StatusModel):
     """Requests in the window."""
     message: Message | None = None
     """Which check failed, or why there was no data."""
+
+
+class RolloutPhase(DescribedEnum):
+    CANARY = "Canary", (
+        "rolloutRevision takes canaryWeight percent next to stableRevision, analysed every rollout.interval; "
+        "leaves for Promoted after the last step passes, RolledBack at the failure or error limit, Aborted."
+    )
+    PROMOTED = "Promoted", (
+        "rolloutRevision serves all traffic and stays guarded: analyses go on and failures at the limit roll it "
+        "back to previousStableRevision (RolledBack); a new revision starts a Canary."
+    )
+    ROLLED_BACK = "RolledBack", (
+        "rolloutRevision failed its analyses and is off traffic; stableRevision serves. Left by a spec change "
+        "or optimodel retry (Canary)."
+    )
+    ABORTED = "Aborted", (
+        "A person took rolloutRevision off traffic (optimodel abort); stableRevision serves. Left by a spec "
+        "change or optimodel retry (Canary)."
+    )
 
 
 class RevisionPhase(DescribedEnum):
@@ -226,7 +246,36 @@ class OptimizedModelStatus(StatusModel):
     canary_step: int | None = Field(None, ge=0, le=20)
     """Index of the current step in rollout.steps."""
     failed_analyses: int | None = Field(None, ge=0)
-    """Failed analyses of the current revision so far."""
+    """Failed analyses of the rollout revision so far: over all steps of its canary; after promotion, in a
+    row (a passing analysis resets it)."""
+    rollout_phase: RolloutPhase | None = None
+    """Canary, Promoted (guarded), RolledBack or Aborted; unset before the first revision serves."""
+    rollout_revision: LongName | None = None
+    """The revision the rollout phase is about: the canary, the promoted one under guard, or the one rolled
+    back or aborted."""
+    rollout_generation: int | None = Field(None, ge=0)
+    """metadata.generation last seen with rolloutRevision; a rolled-back revision is retried only under a
+    later generation (or optimodel retry)."""
+    previous_stable_revision: LongName | None = None
+    """The revision a promoted one is rolled back to when its guard fails."""
+    fallback_variant: LongName | None = None
+    """Variant served on stableRevision instead of its own choice after inputs drifted beyond the evaluated
+    range (the pool's float variant); unset when the revision's own choice serves."""
+    consecutive_errors: int | None = Field(None, ge=0)
+    """Analyses in a row that could not ask Prometheus."""
+    consecutive_no_data: int | None = Field(None, ge=0)
+    """Analyses in a row without enough data (held under noData: hold)."""
+    step_start_time: datetime | None = None
+    """When the current canary step (or, after promotion, the guard) began."""
+    last_analysis_time: datetime | None = None
+    """Time of the last analysis the rollout acted on; the next is due one rollout.interval later."""
+    rollout_reason: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64)] | None = None
+    """The last rollout decision's reason, from the condition catalog (e.g. AnalysisNoData)."""
+    rollout_message: Message | None = None
+    """The last rollout decision in a sentence (e.g. why the canary holds)."""
+    last_command: Annotated[str, StringConstraints(max_length=253)] | None = None
+    """Id of the last manual command handled (annotation optimodel.io/command-id, or the command itself),
+    so each command acts once."""
     last_analysis: AnalysisResult | None = None
     """The latest canary analysis."""
     revisions: Annotated[list[RevisionRecord], Field(max_length=64)] | None = None
