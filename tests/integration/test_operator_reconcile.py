@@ -79,8 +79,17 @@ def test_restart_changes_nothing_and_repairs_edited_status(local_cluster, namesp
         # The base manifest's data lives in s3://, which this machine cannot read: its optimization Jobs
         # fail, and the resource settles in Failed, saying why.
         kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(base_manifest("steady")))
-        obj = wait_for_status(kubectl, namespace, "steady", lambda o: o["status"].get("phase") == "Failed",
-                              "Failed", timeout=240)
+        def settled(obj: dict) -> bool:
+            # Failed as soon as one Job failed; settled once every Job (one per provider) has, and says so.
+            jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
+            finished = bool(jobs) and all(
+                any(c["type"] == "Failed" and c["status"] == "True" for c in j.get("status", {}).get("conditions", []))
+                for j in jobs)
+            message = (condition(obj, "Optimized") or {}).get("message", "")
+            return obj["status"].get("phase") == "Failed" and finished and all(
+                j["metadata"]["name"] in message for j in jobs)
+
+        obj = wait_for_status(kubectl, namespace, "steady", settled, "Failed with every Job failed", timeout=240)
     assert condition(obj, "Optimized")["status"] == "False"
     version = obj["metadata"]["resourceVersion"]
     events_before = len(events_for(kubectl, namespace, "steady"))
