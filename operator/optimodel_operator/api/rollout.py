@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+import re
 
-from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Duration, parse_duration
+from pydantic import AfterValidator, Field, StringConstraints
+
+from optimodel_operator.api.common import ApiModel, CelRule, DescribedEnum, Duration, Name, parse_duration, unique_by
 
 CanaryWeight = Annotated[int, Field(ge=1, le=100)]
 
@@ -49,6 +51,57 @@ class TrafficRouting(ApiModel):
     """Use a Gateway API HTTPRoute's backend weights instead of the replica ratio."""
 
 
+# The analysis's own checks (optimodel_operator.analysis): a user check may not take their names.
+BUILTIN_CHECK_NAMES = ("request-count", "p99-latency", "error-rate", "input-drift", "prediction-drift")
+QUERY_PLACEHOLDERS = ("namespace", "model", "revision", "pool", "window")
+# Every "{{" in a user query starts a known placeholder (the same regex in CEL and in Python).
+QUERY_TEMPLATE_PATTERN = r"^([^{]|[{][^{]|[{][{](" + "|".join(QUERY_PLACEHOLDERS) + r")[}][}])*[{]?$"
+
+
+class AnalysisCheck(ApiModel):
+    """A PromQL query of your own, judged at every analysis next to the built-in checks."""
+
+    name: Name
+    """Name of the check in status and events (not one of the built-in checks' names)."""
+    query: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    """PromQL answering one number (or a vector: every series must pass). Placeholders, replaced before
+    the query runs: {{namespace}}, {{model}}, {{revision}}, {{pool}} (the canary's, for use inside quoted
+    label matchers) and {{window}} (the analysis window, e.g. 30s)."""
+    max: float | None = None
+    """Largest passing value."""
+    min: float | None = None
+    """Smallest passing value."""
+
+    cel_rules = (
+        CelRule(
+            rule="has(self.max) || has(self.min)",
+            message="a check needs max, min or both",
+            check=lambda c: c.max is not None or c.min is not None,
+            field_path=".max",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="!has(self.max) || !has(self.min) || self.min <= self.max",
+            message="a check's min must not exceed its max",
+            check=lambda c: c.max is None or c.min is None or c.min <= c.max,
+            field_path=".min",
+        ),
+        CelRule(
+            rule="!(self.name in " + "[" + ", ".join(f"'{n}'" for n in BUILTIN_CHECK_NAMES) + "])",
+            message="a check's name must not be a built-in check's: " + ", ".join(BUILTIN_CHECK_NAMES),
+            check=lambda c: c.name not in BUILTIN_CHECK_NAMES,
+            field_path=".name",
+        ),
+        CelRule(
+            rule=f"self.query.matches('{QUERY_TEMPLATE_PATTERN}')",
+            message="a check's query may use only the placeholders "
+            + ", ".join("{{" + p + "}}" for p in QUERY_PLACEHOLDERS),
+            check=lambda c: re.fullmatch(QUERY_TEMPLATE_PATTERN, c.query) is not None,
+            field_path=".query",
+        ),
+    )
+
+
 class Rollout(ApiModel):
     """The canary rollout of a new revision and the guard kept on it afterwards."""
 
@@ -71,6 +124,8 @@ class Rollout(ApiModel):
     """Requests an analysis window needs before it judges; fewer counts as no data."""
     traffic_routing: TrafficRouting | None = None
     """How traffic is split; replica ratio when unset."""
+    checks: Annotated[list[AnalysisCheck], Field(max_length=16), AfterValidator(unique_by("name"))] | None = None
+    """PromQL checks of your own, each with a threshold, judged with the built-in ones at every analysis."""
 
     @property
     def interval_timedelta(self) -> timedelta:

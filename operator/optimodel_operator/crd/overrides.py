@@ -31,6 +31,7 @@ FIELD_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     # A set: duplicate weights are refused by the API server; with isSorted() that makes the steps
     # strictly increasing.
     ("Rollout", "steps"): {"x-kubernetes-list-type": "set"},
+    ("Rollout", "checks"): _map_list("name"),
     ("NodePool", "tolerations"): {"x-kubernetes-list-type": "atomic"},
     ("ResourceRequirements", "requests"): {"additionalProperties": INT_OR_STRING_QUANTITY},
     ("ResourceRequirements", "limits"): {"additionalProperties": INT_OR_STRING_QUANTITY},

@@ -57,6 +57,11 @@ def base_manifest(name: str = "base") -> Manifest:
                 "interval": "30s",
                 "slo": {"p99LatencyMs": 40, "maxErrorRate": 0.01},
                 "drift": {"maxPSI": 0.2},
+                "checks": [{
+                    "name": "queue-depth",
+                    "query": 'max(optimodel_queue_depth{namespace="{{namespace}}", revision="{{revision}}"})',
+                    "max": 50,
+                }],
             },
             "artifacts": {"uri": "s3://artifacts/m"},
         },
@@ -187,6 +192,16 @@ BAD_CASES: tuple[BadCase, ...] = (
     ),
     BadCase("failure-limit-zero", _set("rollout.failureLimit", 0), "spec.rollout.failureLimit"),
     BadCase("bad-quantity", _set("nodePools.1.resources.requests.memory", "lots"), "spec.nodePools[1].resources.requests.memory"),
+    BadCase("check-without-threshold", _set("rollout.checks.0", {"name": "mine", "query": "up"}), "spec.rollout.checks[0].max"),
+    BadCase("check-min-above-max", _set("rollout.checks.0", {"name": "mine", "query": "up", "min": 2, "max": 1}),
+            "spec.rollout.checks[0].min"),
+    BadCase("check-builtin-name", _set("rollout.checks.0", {"name": "p99-latency", "query": "up", "max": 1}),
+            "spec.rollout.checks[0].name"),
+    BadCase("check-unknown-placeholder", _set("rollout.checks.0", {"name": "mine", "query": 'up{node="{{node}}"}', "max": 1}),
+            "spec.rollout.checks[0].query"),
+    BadCase("check-names-duplicated", _set("rollout.checks", [{"name": "mine", "query": "up", "max": 1},
+                                                              {"name": "mine", "query": "up", "min": 1}]),
+            "spec.rollout.checks[1]", "spec.rollout.checks"),
 )
 
 
