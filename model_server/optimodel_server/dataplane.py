@@ -103,7 +103,9 @@ class DataPlane:
                 interval_s=self.config.drift_interval_s,
                 max_rows_per_interval=self.config.drift_max_rows_per_interval,
                 publish=self._publish_drift,
+                count_outputs=self.metrics.add_output_bins,
             )
+            self.metrics.init_output_bins(len(loaded.manifest.drift_reference.output.edges) + 1)
             self.drift.start()
         elif self.config.drift_enabled:
             log.warning("the manifest has no drift reference; drift gauges are not exported")

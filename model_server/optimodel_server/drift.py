@@ -147,6 +147,7 @@ class DriftMonitor:
         max_rows_per_interval: int,
         publish: Callable[[dict[str, float], float, int], None],
         rng: random.Random | None = None,
+        count_outputs: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         self.reference = reference
         self.task = task
@@ -155,6 +156,8 @@ class DriftMonitor:
         self.interval_s = interval_s
         self.max_rows = max_rows_per_interval
         self._publish = publish
+        # Output bin counts of every chunk folded into the window (the revision-vs-revision comparison).
+        self._count_outputs = count_outputs
         self._rng = rng or random.Random()
         self._kept: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         self._kept_rows = 0
@@ -174,6 +177,11 @@ class DriftMonitor:
         if slot < len(self._kept):
             self._kept[slot] = (feeds, outputs)
 
+    def _add(self, input_counts: list[np.ndarray], output_counts: np.ndarray, rows: int) -> None:
+        self.window.add(input_counts, output_counts, rows)
+        if self._count_outputs is not None:
+            self._count_outputs(output_counts)
+
     def _take(self) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         kept, self._kept, self._kept_rows, self._seen_batches = self._kept, [], 0, 0
         return _stack(kept)
@@ -189,7 +197,7 @@ class DriftMonitor:
         """Fold what was sampled into the window and recompute PSI, in one go (tests, shutdown)."""
         for feeds, outputs in self._take():
             input_counts, output_counts, rows = count_batch(self.reference, self.task, self.output_name, feeds, outputs)
-            self.window.add(input_counts, output_counts, rows)
+            self._add(input_counts, output_counts, rows)
         return self._publish_window()
 
     async def update_cooperatively(self) -> tuple[dict[str, float], float] | None:
@@ -209,7 +217,7 @@ class DriftMonitor:
                     if index % FEATURES_PER_STEP == FEATURES_PER_STEP - 1:
                         await asyncio.sleep(0)
                 rows = outputs[self.output_name].shape[0]
-                self.window.add(input_counts, count_output(self.reference, self.task, outputs[self.output_name]), rows)
+                self._add(input_counts, count_output(self.reference, self.task, outputs[self.output_name]), rows)
             await asyncio.sleep(0)
         if self.window.rows == 0:
             return None

@@ -97,6 +97,14 @@ class ServerMetrics:
             "optimodel_drift_window_samples", "Rows in the drift window the PSI gauges are computed over.",
             labels, registry=registry,
         )
+        self._output_bins = Counter(
+            "optimodel_output_bin",
+            "Predictions per output bin of the drift reference (the predicted class for classifiers, the bin of the "
+            "output profile's edges for regressors), as the drift monitor bins them: every row up to "
+            "--drift-max-rows-per-interval per interval, then a uniform sample of batches. Two revisions' "
+            "increases over the same window compare their predictions on the same live traffic.",
+            (*labels, "bin"), registry=registry,
+        )
         self._faults = Counter(
             "optimodel_faults_injected", "Faults injected on purpose (end-to-end tests), by kind.",
             (*labels, "kind"), registry=registry,
@@ -115,6 +123,7 @@ class ServerMetrics:
         self.drift_samples = self._drift_samples.labels(**b)
         self._by_code: dict[int, object] = {}
         self._feature_children: dict[str, object] = {}
+        self._bin_children: list = []
         # Created at zero so that a rate() over them has a series before the first request.
         self.ready.set(0)
         self.requests_by_code(200)
@@ -147,6 +156,20 @@ class ServerMetrics:
 
     def set_revision_info(self, info: dict[str, str]) -> None:
         self._revision_info.labels(**self.base).info(info)
+
+    def init_output_bins(self, bins: int) -> None:
+        """Create every output bin's counter at zero, so that the first predictions count in an increase()."""
+        self._bin_children = [self._output_bins.labels(**self.base, bin=str(i)) for i in range(bins)]
+
+    def add_output_bins(self, counts) -> None:  # noqa: ANN001 - a numpy array of counts per bin
+        """Add one binned chunk of predictions (from the drift monitor's background update, never per request)."""
+        children = self._bin_children
+        if len(children) < len(counts):
+            self.init_output_bins(len(counts))
+            children = self._bin_children
+        for child, count in zip(children, counts):
+            if count:
+                child.inc(int(count))
 
     def set_feature_psi(self, feature: str, psi: float) -> None:
         child = self._feature_children.get(feature)

@@ -3,6 +3,7 @@ reference, large for shifted traffic (the fault-injection shift drives it end to
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from pathlib import Path
@@ -107,3 +108,50 @@ def test_shifted_inputs_raise_the_served_psi_gauges(tmp_path: Path) -> None:
     assert readings[0.0][1] < 0.25, readings
     assert readings[3.0][1] > 1.0, readings
     assert readings[3.0][0] > readings[0.0][0]
+
+
+def test_the_monitor_hands_every_binned_chunks_output_counts_on() -> None:
+    counted: list[np.ndarray] = []
+    monitor = DriftMonitor(
+        _reference(), "classification", "y", window_rows=2000, interval_s=1.0, max_rows_per_interval=5000,
+        publish=lambda *args: None, rng=random.Random(0), count_outputs=counted.append,
+    )
+    for seed in range(5):
+        monitor.observe(*_batch(100, 0.0, seed))
+    monitor.update()
+    total = np.sum(counted, axis=0)
+    assert total.sum() == 500 and len(total) == 2
+    # class 1 when x > 0: about half of standard normal rows.
+    assert 200 < total[1] < 300
+    for seed in range(5, 8):
+        monitor.observe(*_batch(100, 5.0, seed))
+    asyncio.run(monitor.update_cooperatively())
+    assert np.sum(counted, axis=0).sum() == 800 and np.sum(counted, axis=0)[1] > total[1] + 290
+
+
+def test_the_server_counts_predictions_per_output_bin(tmp_path: Path) -> None:
+    uri = write_sample_artifact(str(tmp_path / "store"), hidden=16)
+    base = {"model": "mlp", "revision": "0", "pool": "default"}
+    client, plane, _ = make_client(uri, tmp_path / "srv", drift_interval_s=0.05)
+    try:
+        families = scrape(client)
+        # Every bin exists at zero before the first prediction (so an increase() over a window sees them all).
+        assert [sample_value(families, "optimodel_output_bin_total", bin=str(b), **base) for b in range(4)] == [0] * 4
+        predicted = np.zeros(4, dtype=int)
+        for seed in range(20):
+            answer = client.post("/v2/models/mlp/infer", json=infer_body(rows=8, seed=seed))
+            assert answer.status_code == 200
+            output = answer.json()["outputs"][0]
+            classes = np.argmax(np.asarray(output["data"]).reshape(output["shape"]), axis=1)
+            predicted += np.bincount(classes, minlength=4)
+        deadline = time.monotonic() + 5
+        counts = [0.0] * 4
+        while time.monotonic() < deadline:
+            families = scrape(client)
+            counts = [sample_value(families, "optimodel_output_bin_total", bin=str(b), **base) for b in range(4)]
+            if sum(counts) >= 160:
+                break
+            time.sleep(0.05)
+        assert counts == predicted.tolist(), "each bin counts the predicted class of every row served"
+    finally:
+        client.__exit__(None, None, None)
