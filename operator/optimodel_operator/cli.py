@@ -27,6 +27,9 @@ def _register() -> None:
     from optimodel_operator.controller.cli import app as operator_app
 
     app.add_typer(operator_app, name="operator", help="Run the OptimizedModel operator (kopf).")
+    from optimodel_operator.controller.manual import app as manual_app
+
+    app.add_typer(manual_app)  # optimodel promote | abort | retry NAME
     from optimodel_server.cli import serve as serve_command
 
     app.command("serve")(serve_command)
