@@ -411,3 +411,14 @@ def test_route_weights(weight: int) -> None:
 def test_replica_split_refuses_nonsense(args: tuple[int, int]) -> None:
     with pytest.raises(ValueError):
         replica_split(*args)
+
+
+def test_outcome_from_the_analysis_assessment() -> None:
+    from optimodel_operator.analysis.assess import Assessment, Verdict as AnalysisVerdict
+    from optimodel_operator.analysis.measurement import CheckKind
+
+    drifted = Assessment(verdict=AnalysisVerdict.FAIL, reason="input-drift: PSI 0.4 > 0.2", failed=("input-drift",),
+                         failed_kinds=frozenset({CheckKind.INPUT_DRIFT}), errors=(), inconclusive=(), measurements=())
+    got = AnalysisOutcome.of(drifted, at(10))
+    assert got == AnalysisOutcome(Verdict.FAIL, at(10), ("input-drift",), "input-drift: PSI 0.4 > 0.2")
+    assert step(SPEC, canary(), got, at(10)).reason == Reason.INPUT_DRIFT.value

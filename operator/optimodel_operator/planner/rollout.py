@@ -84,6 +84,14 @@ class AnalysisOutcome:
     failed_checks: tuple[str, ...] = ()
     reason: str = ""
 
+    @classmethod
+    def of(cls, assessment: Any, time: datetime) -> AnalysisOutcome:
+        """From optimodel_operator.analysis.assess.Assessment (verdict, reason, failed: check names), which
+        carries no time: the caller passes when the run ended."""
+        verdict = Verdict(str(getattr(assessment.verdict, "value", assessment.verdict)))
+        failed = getattr(assessment, "failed_checks", None) or getattr(assessment, "failed", ())
+        return cls(verdict=verdict, time=time, failed_checks=tuple(failed), reason=assessment.reason)
+
 
 class CommandKind(StrEnum):
     PROMOTE = "promote"
