@@ -20,7 +20,8 @@ SEL = 'namespace="ml", model="digits", revision="r2", pool="cpu"'
          f'(sum(rate(optimodel_requests_total{{{SEL}, code=~"5..|429"}}[30s])) or vector(0))'
          f" / sum(rate(optimodel_requests_total{{{SEL}}}[30s]))"),
         (queries.request_count, f"sum(increase(optimodel_requests_total{{{SEL}}}[30s]))"),
-        (queries.input_drift_psi, f"max(max_over_time(optimodel_drift_max_psi{{{SEL}}}[30s]))"),
+        (queries.input_drift_psi, f"max(last_over_time(optimodel_drift_max_psi{{{SEL}}}[30s])"
+                                  f" and last_over_time(optimodel_drift_window_samples{{{SEL}}}[30s]) >= 500)"),
         (queries.output_bins, f"sum by (bin) (increase(optimodel_output_bin_total{{{SEL}}}[30s]))"),
     ],
     ids=["p99", "error-rate", "request-count", "input-drift", "output-bins"],
