@@ -42,7 +42,8 @@ def install_operator(cluster: LocalCluster, report: Any = console.print, timeout
     legacy = cluster.process("operator")
     if legacy.is_running():  # an operator left as a local process by an older demo would act twice
         legacy.stop()
-    report(cluster.kubectl("apply", "-k", str(OPERATOR_KUSTOMIZATION)).stdout.strip())
+    for line in cluster.kubectl("apply", "-k", str(OPERATOR_KUSTOMIZATION)).stdout.strip().splitlines():
+        report(line)
     cluster.kubectl("scale", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE, "--replicas=1")
     cluster.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE,
                     f"--timeout={timeout}s", timeout=timeout + 20)
@@ -73,7 +74,7 @@ def follow(cluster: LocalCluster, namespace: str, name: str, timeout: float) -> 
     while True:
         resource = _get(cluster, namespace, name) or {}
         status = resource.get("status") or {}
-        line = f"{status.get('phase', '-')}: {status.get('message', '')}"
+        line = f"{status['phase']}: {status.get('message', '')}" if status.get("phase") else "waiting for the operator"
         pods = _pods_line(cluster, namespace, name)
         shown = f"{line} | {pods}"
         if shown != last:
