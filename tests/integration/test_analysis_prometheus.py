@@ -45,6 +45,10 @@ ROLLOUT = Rollout.model_validate({
     "slo": {"p99LatencyMs": 50, "maxErrorRate": 0.05},
     "drift": {"maxPSI": 0.2},
     "minSamples": 100,
+    # A check of the user's own, its placeholders filled with the canary's scope.
+    "checks": [{"name": "model-ready", "min": 1,
+                "query": 'min(optimodel_model_ready{namespace="{{namespace}}", model="{{model}}", '
+                         'revision="{{revision}}", pool="{{pool}}"})'}],
 })
 REQUESTS = 150
 ROWS = 8
@@ -192,6 +196,7 @@ def test_analysis_against_real_prometheus_and_servers(local_cluster: LocalCluste
     assert good["error-rate"].value == 0, summary
     assert 0 <= good["input-drift"].value < 0.2, summary
     assert good["prediction-drift"].value < 0.05, summary  # the same model on the same inputs
+    assert good["model-ready"].value == 1 and good["model-ready"].kind is CheckKind.USER, summary
 
     def failed(rev: str) -> set[str]:
         return set(assess(list(results[rev].values())).failed)
