@@ -7,8 +7,8 @@ gets the same requests on its pod IP; then the analysis plans, queries Prometheu
 measures. The good canary passes with sane values; each fault fails exactly the check it should; too few
 requests is NoData; a Prometheus nobody listens on is Error.
 
-Note: Prometheus listens on 127.0.0.1:19090 on the host, which this test (on the host) reaches; pods,
-the operator's included, cannot reach it yet.
+Prometheus is the local cluster's (`local_cluster.prometheus_url`, on the pod bridge's host address); pods
+reach the same server as monitoring/prometheus.
 """
 
 from __future__ import annotations

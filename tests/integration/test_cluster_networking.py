@@ -287,6 +287,29 @@ def test_services_resolve_by_name_from_a_pod_and_host_names_still_resolve(
     assert Path("/etc/resolv.conf").read_text() == host_resolv_conf
 
 
+PROMETHEUS_CLIENT = """
+import json, urllib.request
+ready = urllib.request.urlopen(URL + "/-/ready", timeout=10).status
+answer = json.load(urllib.request.urlopen(URL + "/api/v1/query?query=up", timeout=10))
+print("RESULT " + json.dumps({"ready": ready, "status": answer["status"]}))
+"""
+
+
+def test_a_pod_queries_prometheus_by_its_service_name(local_cluster: LocalCluster, namespace: str) -> None:
+    """What the operator's rollout analysis does from its pod (its ConfigMap names this URL)."""
+    url = "http://prometheus.monitoring.svc.cluster.local:9090"
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "prometheus-client"},
+        "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main", "image": "python:3.11-slim", "command": ["python", "-c", f"URL = {url!r}\n{PROMETHEUS_CLIENT}"]}]},
+    }
+    apply(local_cluster, namespace, json.dumps(pod))
+    code, output = finished_pod_output(local_cluster, namespace, "prometheus-client")
+    assert code == 0, output
+    assert result_line(output) == {"ready": 200, "status": "success"}
+    assert httpx.get(f"{local_cluster.prometheus_url}/-/ready", timeout=5).status_code == 200, "and from the host"
+
+
 def test_the_host_reaches_the_api_server_and_cluster_dns_through_their_cluster_ips(
     local_cluster: LocalCluster,
 ) -> None:

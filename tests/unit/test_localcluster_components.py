@@ -124,6 +124,20 @@ def test_controller_manager_signs_service_accounts_and_never_allocates_cidrs(con
     assert flags["kubeconfig"].endswith("controller-manager.kubeconfig")
 
 
+def test_prometheus_listens_where_host_and_pods_reach_it(config: ControlPlaneConfig) -> None:
+    argv = components.prometheus_argv(config, "prometheus")
+    assert f"--web.listen-address=10.244.0.1:{config.ports.prometheus}" in argv
+    documents = list(yaml.safe_load_all(components.prometheus_service(config)))
+    service = next(d for d in documents if d["kind"] == "Service")
+    endpoints = next(d for d in documents if d["kind"] == "EndpointSlice")
+    assert (service["metadata"]["namespace"], service["metadata"]["name"]) == ("monitoring", "prometheus")
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "prometheus"
+    assert endpoints["endpoints"][0]["addresses"] == ["10.244.0.1"]
+    assert endpoints["ports"][0]["port"] == config.ports.prometheus
+    assert service["spec"]["ports"][0]["name"] == endpoints["ports"][0]["name"]
+    assert components.PROMETHEUS_IN_CLUSTER_URL.endswith(":9090")
+
+
 def test_prometheus_reads_pods_from_the_discovery_file_and_may_only_read(config: ControlPlaneConfig) -> None:
     scrape = components.prometheus_config(config)["scrape_configs"][0]
     assert scrape["file_sd_configs"][0]["files"] == [str(components.prometheus_targets_file(config))]

@@ -86,7 +86,7 @@ class LocalCluster:
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://{components.LOOPBACK}:{self.ports.prometheus}"
+        return f"http://{components.BRIDGE_ADDRESS}:{self.ports.prometheus}"
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -134,6 +134,7 @@ class LocalCluster:
         self.kubectl("apply", "-f", "-", input=components.PROMETHEUS_RBAC)
         self.kubectl("apply", "-f", "-", input=components.COREDNS_RBAC)
         self.kubectl("apply", "-f", "-", input=components.KUBE_DNS_SERVICE)
+        self.kubectl("apply", "-f", "-", input=components.prometheus_service(self.config))
         self._ensure("kube-controller-manager", components.controller_manager_argv(self.config),
                      self.ports.controller_manager, report, deadline)
         self._ensure("kube-scheduler", components.scheduler_argv(self.config), self.ports.scheduler,

@@ -283,6 +283,45 @@ ports:
 - {{name: dns-tcp, port: 53, protocol: TCP}}
 """
 
+# monitoring/prometheus: the host's Prometheus as pods find it (prometheus.monitoring.svc:9090), the way a
+# cluster's own Prometheus usually is; like kube-dns, a selector-less Service with one EndpointSlice.
+PROMETHEUS_SERVICE_PORT = 9090
+PROMETHEUS_IN_CLUSTER_URL = f"http://prometheus.monitoring.svc.cluster.local:{PROMETHEUS_SERVICE_PORT}"
+
+
+def prometheus_service(cfg: ControlPlaneConfig) -> str:
+    return f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: monitoring}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: prometheus
+  namespace: monitoring
+  labels: {{app.kubernetes.io/name: prometheus, app.kubernetes.io/managed-by: optimodel-localcluster}}
+spec:
+  ports:
+  - {{name: http, port: {PROMETHEUS_SERVICE_PORT}, protocol: TCP}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: prometheus-host
+  namespace: monitoring
+  labels:
+    kubernetes.io/service-name: prometheus
+    endpointslice.kubernetes.io/managed-by: optimodel-localcluster
+addressType: IPv4
+endpoints:
+- addresses: ["{BRIDGE_ADDRESS}"]
+  conditions: {{ready: true}}
+ports:
+- {{name: http, port: {cfg.ports.prometheus}, protocol: TCP}}
+"""
+
+
 # What CoreDNS' kubernetes plugin reads (kubeadm's system:coredns role), nothing more.
 COREDNS_RBAC = """\
 apiVersion: rbac.authorization.k8s.io/v1
@@ -340,7 +379,9 @@ def prometheus_argv(cfg: ControlPlaneConfig, prometheus_binary: str) -> list[str
         prometheus_binary,
         f"--config.file={cfg.layout.root / 'prometheus.yml'}",
         f"--storage.tsdb.path={cfg.layout.prometheus_data}",
-        f"--web.listen-address={LOOPBACK}:{cfg.ports.prometheus}",
+        # On the bridge address: the host reaches it there, and pods (the operator's rollout analysis)
+        # through the monitoring/prometheus Service below.
+        f"--web.listen-address={BRIDGE_ADDRESS}:{cfg.ports.prometheus}",
         "--storage.tsdb.retention.time=1d",
         "--web.enable-lifecycle",
         "--log.level=warn",
