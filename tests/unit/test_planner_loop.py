@@ -74,13 +74,21 @@ def by_kind(decision: Decision, kind: str) -> list[dict[str, Any]]:
     return [o for o in decision.actions.apply if o["kind"] == kind]
 
 
-def test_one_job_per_provider_each_on_its_pools_nodes() -> None:
+def test_one_job_per_provider_each_on_its_pools_nodes_one_after_the_other() -> None:
     spec = spec_of()
+    cpu_plan, gpu_plan = plans(spec)
     decision = run(spec, Observed())
-    jobs = decision.actions.create
-    assert [j["kind"] for j in jobs] == ["Job", "Job"]
-    cpu, gpu = jobs
+    (cpu,) = decision.actions.create
     assert decision.status["phase"] == "Pending"
+    assert "after the Job before it" in cond(decision, "Optimized")["message"]
+    # The cuda Job starts once the cpu Job's results are in the store (it reuses its builds, and the two
+    # never time latency on shared CPUs); running it changes nothing meanwhile.
+    running = run(spec, Observed(jobs={cpu_plan.job_name: JobObservation(cpu_plan.job_name, "Running")}))
+    assert running.actions.create == ()
+    cpu_done = {cpu_plan.job_name: measured("cpu", {})}
+    (gpu,) = run(spec, Observed(runs=cpu_done)).actions.create
+    jobs = (cpu, gpu)
+    assert [j["metadata"]["name"] for j in jobs] == [cpu_plan.job_name, gpu_plan.job_name]
     for job in jobs:
         assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
         assert job["metadata"]["ownerReferences"][0]["controller"] is True
@@ -342,4 +350,4 @@ def test_long_names_are_shortened_deterministically() -> None:
         assert len(obj["metadata"]["name"]) <= 63
         assert all(len(v) <= 63 for v in obj["metadata"]["labels"].values())
     again = reconcile(long_view, T0, CONFIG, Observed())
-    assert all(len(j["metadata"]["name"]) <= 63 for j in again.actions.create)
+    assert again.actions.create and all(len(j["metadata"]["name"]) <= 63 for j in again.actions.create)

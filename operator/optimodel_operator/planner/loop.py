@@ -217,7 +217,13 @@ def plan_loop(
                               f"revision {revision}: {len(spec.optimizations)} variant(s) on "
                               f"{', '.join(p.provider for p in plans)}")
     variants = [_variant_status(o.name, states) for o in spec.optimizations]
-    create = tuple(build_job(view, spec, s.plan, revision, store, config) for s in states if s.state == "Starting")
+    # One provider's Job at a time: the next one starts once the earlier ones are done, so it reuses their
+    # builds by content (it only measures) and two Jobs never share the CPUs they time latency on.
+    create: tuple[Manifest, ...] = ()
+    for index, state in enumerate(states):
+        if state.state == "Starting" and all(earlier.state == "Done" for earlier in states[:index]):
+            create = (build_job(view, spec, state.plan, revision, store, config),)
+            break
     # The stable revision is the one whose Deployments exist: read back, never taken on trust from status.
     serving_revisions = {d.revision for d in observed.deployments.values()}
     stable = previous.stable_revision if previous.stable_revision in serving_revisions else None
@@ -257,7 +263,9 @@ def plan_loop(
 
     if any(s.state != "Done" for s in states):
         started = any(s.state == "Running" for s in states)
+        created = {job["metadata"]["name"] for job in create}
         waiting = [s.plan.job_name + (f" ({s.message})" if s.message else "")
+                   + ("" if s.state == "Running" or s.plan.job_name in created else " (after the Job before it)")
                    for s in states if s.state in ("Running", "Starting")]
         message = (f"optimization Job(s) running: {', '.join(waiting)}" if started
                    else f"creating optimization Job(s): {', '.join(waiting)}")
