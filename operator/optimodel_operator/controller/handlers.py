@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
 from optimodel_operator.controller import kube, store
@@ -32,7 +32,15 @@ from optimodel_operator.planner.validation import judge_spec
 from optimodel_operator.planner.view import ResourceView
 
 _clients: kube.Clients | None = None
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _model_lock(namespace: str, name: str) -> threading.Lock:
+    # Handlers run on kopf's thread pool: the lock of a model must be created once, under a guard,
+    # or two first reconciles of the same model could each get a lock of their own and act twice.
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
 
 
 def _now() -> datetime:
@@ -66,7 +74,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
     """Read, decide, apply: the whole loop for one OptimizedModel."""
     api = clients()
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    with _locks[(namespace, name)]:
+    with _model_lock(namespace, name):
         fresh = kube.read_model(api, namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return reconcile(ResourceView.from_body(body), _now(), planner_config())
@@ -116,6 +124,11 @@ def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
         return  # the resource is gone; the garbage collector takes its children
     try:
         reconcile_model(model, logger)
+    except ApiException as error:
+        if error.status == 403 and "being terminated" in str(error.body):
+            return  # its namespace is being deleted: nothing to repair there
+        logger.warning("reconcile of %s/%s after a change of its %s failed: %s", namespace, owner,
+                       body.get("kind", "child"), error)
     except Exception as error:  # noqa: BLE001 - the next event or the resource's own handler retries
         logger.warning("reconcile of %s/%s after a change of its %s failed: %s", namespace, owner,
                        body.get("kind", "child"), error)
