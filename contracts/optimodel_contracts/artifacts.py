@@ -36,6 +36,8 @@ import fsspec
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from optimodel_contracts.errors import ReasonedError
+
 SCHEMA_VERSION = 1
 BLOB_PREFIX = "blobs/sha256"
 MANIFEST_PREFIX = "manifests"
@@ -44,21 +46,13 @@ _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})\.onnx$")
 _CHUNK = 1 << 20
 
 
-class ArtifactIntegrityError(Exception):
+class ArtifactIntegrityError(ReasonedError):
     """An artifact or manifest that must not be used; ``reason`` is a machine-readable CamelCase word.
 
     Reasons: ``ManifestMissing``, ``ManifestInvalid``, ``ManifestHashMismatch``,
     ``UnsupportedSchemaVersion``, ``ManifestOutsideStore``, ``BlobPathInvalid``, ``BlobMissing``,
     ``SizeMismatch``, ``HashMismatch``.
     """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
 
 
 # --------------------------------------------------------------------------------------------------

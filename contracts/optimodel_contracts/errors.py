@@ -34,8 +34,9 @@ VARIANT_FAILED = "VariantFailed"
 STORE_WRITE_FAILED = "StoreWriteFailed"
 
 
-class OptimizeError(Exception):
-    """A problem with the Job's input or a step, with a reason from the catalog above."""
+class ReasonedError(Exception):
+    """An error with a machine-readable CamelCase ``reason`` and a ``message`` for a person: the shape
+    every error of the contracts has (the Job's refusals, unusable artifacts, unusable run records)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -47,3 +48,7 @@ class OptimizeError(Exception):
 
     def as_dict(self) -> dict[str, str]:
         return {"reason": self.reason, "message": self.message}
+
+
+class OptimizeError(ReasonedError):
+    """A problem with the Job's input or a step, with a reason from the catalog above."""

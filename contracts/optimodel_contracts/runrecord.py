@@ -25,6 +25,7 @@ import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from optimodel_contracts.artifacts import GateVerdict
+from optimodel_contracts.errors import ReasonedError
 from optimodel_contracts.jobconfig import OptimizeConfig
 
 RUN_SCHEMA_VERSION = 1
@@ -34,17 +35,9 @@ BUILDS_PREFIX = "builds"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class RunRecordError(Exception):
+class RunRecordError(ReasonedError):
     """A run or build record that cannot be used. Reasons: ``RunRecordMissing``, ``RunRecordInvalid``,
     ``UnsupportedSchemaVersion``."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
 
 
 class _Record(BaseModel):
