@@ -170,12 +170,8 @@ def _variant_status(name: str, states: list[_PlanState]) -> VariantStatus:
     )
 
 
-def _previous_records(previous: OptimizedModelStatus) -> list[RevisionRecord]:
-    return list(previous.revisions or [])
-
-
 def _history(previous: OptimizedModelStatus, current: RevisionRecord | None, limit: int) -> list[RevisionRecord] | None:
-    records = _previous_records(previous)
+    records = list(previous.revisions or [])
     if current is None:
         return records or None
     out = [current]
