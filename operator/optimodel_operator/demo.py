@@ -129,9 +129,24 @@ def print_tables(resource: dict[str, Any]) -> None:
     console.print(pools)
 
 
+def post_when_routed(url: str, body: dict[str, Any], within_s: float = 15.0) -> Any:
+    """POST through a ClusterIP, retrying refused connections for a few seconds: kube-proxy programs a
+    Service's endpoints shortly after its pods turn Ready (as in any cluster), so a request sent at once
+    may find none yet."""
+    import httpx
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return httpx.post(url, json=body, timeout=10)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def request_through_service(cluster: LocalCluster, namespace: str, name: str, published: Any) -> tuple[list[int], list[int]]:
     """One inference request through the model's Service ClusterIP: predicted and true classes."""
-    import httpx
     import numpy as np
 
     service = json.loads(cluster.kubectl("get", "service", name, "-n", namespace, "-o", "json").stdout)
@@ -140,7 +155,7 @@ def request_through_service(cluster: LocalCluster, namespace: str, name: str, pu
     rows = np.asarray(held_out[published.input_name][:8], dtype=np.float32).reshape(8, -1)
     body = {"inputs": [{"name": published.input_name, "shape": list(rows.shape), "datatype": "FP32",
                         "data": rows.ravel().tolist()}]}
-    response = httpx.post(f"{address}/v2/models/{name}/infer", json=body, timeout=10)
+    response = post_when_routed(f"{address}/v2/models/{name}/infer", body)
     response.raise_for_status()
     output = response.json()["outputs"][0]
     logits = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
 from optimodel_localcluster.cluster import LocalCluster
-from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install_operator
+from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install_operator, post_when_routed
 from optimodel_operator.examples import Published, load_example, publish
 from optimodel_operator.testing.cluster import condition, events_for, get_model, install_crd, scale_operator, wait_for
 
@@ -87,7 +86,7 @@ def _digits(namespace: str, name: str = "digits") -> dict[str, Any]:
 
 def _infer(address: str, name: str, rows: np.ndarray) -> np.ndarray:
     body = {"inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}]}
-    answer = httpx.post(f"{address}/v2/models/{name}/infer", json=body, timeout=10)
+    answer = post_when_routed(f"{address}/v2/models/{name}/infer", body)
     assert answer.status_code == 200, answer.text
     output = answer.json()["outputs"][0]
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"]).argmax(axis=1)
