@@ -10,7 +10,8 @@ import typer
 
 app = typer.Typer(
     name="optimodel",
-    help="Take a trained model to an optimized, accuracy-gated, SLO-guarded rollout on Kubernetes.",
+    help="Take a trained model to optimized, accuracy-gated artifacts served on each node pool of a Kubernetes "
+    "cluster (the SLO-guarded canary rollout is next).",
     no_args_is_help=True,
     add_completion=False,
 )
