@@ -55,7 +55,10 @@ def test_invalid_then_fixed(local_cluster, namespace: str, tmp_path: Path) -> No
         assert ("Warning", "InvalidSpec") in [(e["type"], e["reason"]) for e in events_for(kubectl, namespace, "chain")]
         # And it is a permanent error: not retried, the object is left alone
         wait_for(lambda: "failed permanently" in operator.log(), 20, "the permanent error in the log")
-        version = obj["metadata"]["resourceVersion"]
+        # The status is patched first, then kopf records the handler's permanent failure in its annotations:
+        # read the object after both, then nothing more may be written (no retry).
+        time.sleep(1)
+        version = get_model(kubectl, namespace, "chain")["metadata"]["resourceVersion"]
         time.sleep(3)
         assert get_model(kubectl, namespace, "chain")["metadata"]["resourceVersion"] == version
         assert operator.alive()
