@@ -30,6 +30,7 @@ from optimodel_operator.analysis.measurement import CheckKind, MeasurementPhase,
 from optimodel_operator.analysis.provider import PrometheusProvider
 from optimodel_operator.analysis.queries import Scope, request_count
 from optimodel_operator.api.rollout import Rollout
+from optimodel_operator.testing.cluster import wait_for
 from optimodel_server.sample_artifact import write_sample_artifact
 
 pytestmark = [pytest.mark.cluster]
@@ -116,14 +117,7 @@ def _traffic(pod_ip: str, requests: int) -> list[int]:
 
 
 def _wait(what: str, check, timeout: float = 90, interval: float = 1.0):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return wait_for(check, timeout, what, interval)
 
 
 def _free_port() -> int:

@@ -7,13 +7,11 @@ cached once found (a Job writes it once, atomically, at the end).
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
-import fsspec
-
 from optimodel_contracts.artifacts import ArtifactIntegrityError, read_manifest
+from optimodel_contracts.runrecord import RunRecordError, read_run_record
 from optimodel_operator.planner.results import SOURCE, Measured, RunObservation, measured_from_error, measured_from_manifest
 from optimodel_operator.planner.revision import JobPlan
 
@@ -23,14 +21,16 @@ _records: dict[str, dict[str, Any]] = {}
 
 
 def _read_record(uri: str) -> dict[str, Any] | None:
+    """The run record at `uri` (validated by the contract's reader), or None when no run wrote it yet."""
     with _lock:
         if uri in _records:
             return _records[uri]
     try:
-        with fsspec.open(uri, "rb") as handle:
-            record = json.loads(handle.read())
-    except FileNotFoundError:
-        return None
+        record = read_run_record(uri).model_dump(mode="json")
+    except RunRecordError as error:
+        if error.reason == "RunRecordMissing":
+            return None
+        raise
     with _lock:
         _records[uri] = record
     return record

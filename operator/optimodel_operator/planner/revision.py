@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from optimodel_contracts.from_resource import config_from_resource
+from optimodel_contracts.runrecord import run_record_uri
 from optimodel_operator.api.nodepools import NodePool
 from optimodel_operator.api.spec import OptimizedModelSpec
 from optimodel_operator.planner.naming import dns_label, short_hash
@@ -89,6 +90,6 @@ def job_plans(spec: OptimizedModelSpec, model_name: str, store: str) -> list[Job
             config=config.model_dump(mode="json", by_alias=True, exclude_none=True),
             config_hash=config_hash,
             job_name=dns_label(model_name, "optimize", provider, config_hash[:8]),
-            run_record_uri=f"{store.rstrip('/')}/runs/{config_name}/{config_hash[:16]}.json",
+            run_record_uri=run_record_uri(store, config),
         ))
     return plans
