@@ -40,6 +40,10 @@ def serve(
     fault_error_ratio: float = typer.Option(0.0, envvar=f"{ENV}FAULT_ERROR_RATIO", help="Fault injection: share of 500s."),
     fault_input_shift: float = typer.Option(0.0, envvar=f"{ENV}FAULT_INPUT_SHIFT", help="Fault injection: added to float inputs."),
     fault_seed: Optional[int] = typer.Option(None, envvar=f"{ENV}FAULT_SEED"),
+    fault_control: bool = typer.Option(
+        False, "--fault-control/--no-fault-control", envvar=f"{ENV}FAULT_CONTROL",
+        help="Serve GET/PUT /v2/faults to change fault injection at runtime (tests, benchmarks; off by default).",
+    ),
 ) -> None:
     """Serve a verified model artifact over the Open Inference Protocol (v2) with Prometheus metrics."""
     from pydantic import ValidationError
@@ -60,6 +64,7 @@ def serve(
                 added_latency_ms=fault_latency_ms, error_ratio=fault_error_ratio,
                 input_shift=fault_input_shift, seed=fault_seed,
             ),
+            fault_control=fault_control,
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())

@@ -13,13 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field
 ExecutionProviderName = Literal["cpu", "cuda", "tensorrt"]
 InlineMode = Literal["auto", "always", "never"]
 
+MAX_FAULT_LATENCY_MS = 600_000.0
+
 
 class FaultConfig(BaseModel):
     """Fault injection for end-to-end tests; every field's default means "off"."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    added_latency_ms: float = Field(0.0, ge=0.0, le=60_000.0, description="Sleep added to every inference request.")
+    added_latency_ms: float = Field(0.0, ge=0.0, le=MAX_FAULT_LATENCY_MS, description="Sleep added to every inference request.")
     error_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of inference requests answered with a 500.")
     input_shift: float = Field(0.0, description="Constant added to every floating-point input before inference.")
     seed: int | None = Field(None, description="Seed of the error draw, for reproducible tests.")
@@ -61,6 +63,9 @@ class ServerConfig(BaseModel):
     graceful_timeout_s: float = Field(20.0, ge=0.0, le=600.0, description="Longest drain of in-flight requests.")
     log_level: str = "info"
     faults: FaultConfig = FaultConfig()
+    fault_control: bool = Field(
+        False, description="Serve GET/PUT /v2/faults to read and change fault injection at runtime (tests, benchmarks)."
+    )
 
 
 def cgroup_cpu_limit(cpu_max: str | None = None, cfs_quota: str | None = None, cfs_period: str | None = None) -> float | None:

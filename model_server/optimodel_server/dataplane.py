@@ -17,10 +17,10 @@ import numpy as np
 
 from . import __version__
 from .batching import AdaptiveBatcher
-from .config import ServerConfig, container_cpu_threads
+from .config import FaultConfig, ServerConfig, container_cpu_threads
 from .drift import DriftMonitor
 from .errors import InjectedFault, ModelNotFound, ModelNotReady
-from .faults import FaultInjector
+from .faults import FaultInjector, fault_wire
 from .loader import LoadedModel, ModelRefused, load_model
 from .metrics import ServerMetrics
 from .protocol import InferRequest
@@ -238,6 +238,7 @@ class DataPlane:
         return outputs
 
     async def _inject(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # One decision from one config: a change during the sleep does not reach this request.
         decision = self.faults.decide()
         if decision.delay_s > 0:
             self.metrics.fault_injected("latency")
@@ -245,7 +246,19 @@ class DataPlane:
         if decision.fail:
             self.metrics.fault_injected("error")
             raise InjectedFault("injected fault (fault injection is on for this server)")
-        if self.faults.config.input_shift != 0:
+        if decision.input_shift != 0:
             self.metrics.fault_injected("input_shift")
-            inputs = self.faults.shift_inputs(inputs)
+            inputs = self.faults.shift_inputs(inputs, decision.input_shift)
         return inputs
+
+    # ---- runtime fault control (tests and benchmarks; off unless --fault-control) -----------------
+
+    def fault_settings(self) -> FaultConfig:
+        return self.faults.config
+
+    def update_faults(self, change: Callable[[FaultConfig], FaultConfig]) -> FaultConfig:
+        """Replace the live fault settings (``change`` maps the current ones to the new ones) for the
+        requests that decide from now on; logged old -> new. Returns the new settings."""
+        old, new = self.faults.update(change)
+        log.info("fault injection changed: %s -> %s", fault_wire(old), fault_wire(new))
+        return new

@@ -25,12 +25,14 @@ from starlette.routing import Route
 from .dataplane import DataPlane
 from .errors import RETRY_AFTER_SECONDS, InvalidInput, PayloadTooLarge, ServerError, TooManyRequests
 from .errors import http_status_for, reason_for
+from .faults import fault_wire, parse_fault_update
 from .protocol import BINARY_HEADER, decode_infer_request, encode_infer_response, error_body
 
 log = logging.getLogger("optimodel_server")
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
+FAULTS_BODY_LIMIT = 64 * 1024  # a PUT /v2/faults body is three numbers
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -145,6 +147,17 @@ def build_app(plane: DataPlane, registry: CollectorRegistry, drain_timeout_s: fl
     def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    def get_faults(_: Request) -> Response:
+        return _json(fault_wire(plane.fault_settings()))
+
+    async def put_faults(request: Request) -> Response:
+        try:
+            body = await _read_body(request, FAULTS_BODY_LIMIT)
+            config = plane.update_faults(lambda current: parse_fault_update(body, current))
+        except ServerError as error:
+            return _error(error)
+        return _json(fault_wire(config))
+
     async def http_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         return Response(error_body(str(error.detail)), status_code=error.status_code, media_type=JSON, headers=error.headers)
@@ -171,4 +184,10 @@ def build_app(plane: DataPlane, registry: CollectorRegistry, drain_timeout_s: fl
         Route("/v2/models/{model_name}/versions/{version}/ready", guarded(model_ready), methods=["GET"]),
         Route("/metrics", guarded(metrics_endpoint), methods=["GET"]),
     ]
+    if plane.config.fault_control:
+        # Off by default: then these routes do not exist and answer 404 like any unknown path.
+        routes += [
+            Route("/v2/faults", guarded(get_faults), methods=["GET"]),
+            Route("/v2/faults", put_faults, methods=["PUT"]),
+        ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

@@ -55,6 +55,8 @@ def serve(config: ServerConfig) -> None:
     )
     if config.faults.enabled:
         log.warning("FAULT INJECTION IS ON: %s", config.faults.model_dump(exclude_none=True))
+    if config.fault_control:
+        log.warning("FAULT CONTROL IS ON: PUT /v2/faults changes fault injection at runtime")
     plane, app = build(config)
     uv_config = uvicorn.Config(
         app,
