@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from . import components
+from . import components, gateway_api
 from .build import binaries_dir, build, coredns_binaries_dir, is_built
 from .components import ControlPlaneConfig
 from .paths import KUBERNETES_VERSION, LocalClusterError, Ports, StateLayout, default_state_dir
@@ -106,6 +106,8 @@ class LocalCluster:
         if not is_built():
             report(f"building Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS from the Go module proxy (first time only)")
         build(on_output=build_output)
+        # Fetched before the start deadline runs: the first time, it comes over the network.
+        gateway_api.fetch(report=report)
         prometheus = shutil.which("prometheus")
         if prometheus is None:
             raise LocalClusterError(
@@ -135,6 +137,7 @@ class LocalCluster:
         self.kubectl("apply", "-f", "-", input=components.COREDNS_RBAC)
         self.kubectl("apply", "-f", "-", input=components.KUBE_DNS_SERVICE)
         self.kubectl("apply", "-f", "-", input=components.prometheus_service(self.config))
+        gateway_api.install(self.kubectl, report=report, timeout=max(deadline - time.monotonic(), 30))
         self._ensure("kube-controller-manager", components.controller_manager_argv(self.config),
                      self.ports.controller_manager, report, deadline)
         self._ensure("kube-scheduler", components.scheduler_argv(self.config), self.ports.scheduler,
