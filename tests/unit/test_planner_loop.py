@@ -309,37 +309,6 @@ def test_replicas_only_edit_scales_the_same_deployment() -> None:
     assert after.actions.create == ()
 
 
-def test_new_revision_keeps_the_old_one_until_it_is_available_then_removes_it() -> None:
-    spec = spec_of()
-    runs = all_done(spec)
-    first = run(spec, Observed(runs=runs))
-    old = ready_deployments(first)
-    served = run(spec, Observed(runs=runs, deployments=old), first.status)
-    changed = copy.deepcopy(spec)
-    changed["evaluation"]["maxDrop"] = 0.02
-    runs2 = all_done(changed)
-    rolling = run(changed, Observed(runs=runs2, deployments=old), served.status)
-    assert rolling.status["phase"] == "Deploying"
-    assert rolling.actions.delete == (), "the old revision serves until the new one is available"
-    assert rolling.status["stableRevision"] == served.status["stableRevision"]
-    new = ready_deployments(rolling)
-    done = run(changed, Observed(runs=runs2, deployments={**old, **new}), rolling.status)
-    assert done.status["phase"] == "Succeeded"
-    assert sorted(name for _, name in done.actions.delete) == sorted(old)
-    assert [r["phase"] for r in done.status["revisions"]] == ["Stable", "Superseded"]
-    assert {v["name"]: v["gate"] for v in done.status["revisions"][0]["variants"]} == dict.fromkeys(VARIANTS, "Passed")
-    # A later spec whose variant fails the gate is recorded as refused; the stable revision stays stable.
-    refused_spec = copy.deepcopy(changed)
-    refused_spec["evaluation"]["maxDrop"] = 0.03
-    new_deployments = {**new}
-    refused = run(refused_spec, Observed(runs=all_done(refused_spec, failing=("int8",)), deployments=new_deployments),
-                  done.status)
-    assert [r["phase"] for r in refused.status["revisions"]] == ["Refused", "Stable", "Superseded"]
-    assert refused.status["revisions"][0]["variants"][0] == {"name": "int8", "gate": "Failed"}
-    assert refused.status["stableRevision"] == done.status["stableRevision"]
-    assert refused.actions.delete == (), "the stable revision keeps serving"
-
-
 def test_long_names_are_shortened_deterministically() -> None:
     spec = spec_of()
     long_view = ResourceView(name="a" * 200, namespace="ns", generation=1, spec=spec, uid="u")

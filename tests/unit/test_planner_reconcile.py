@@ -137,11 +137,12 @@ def test_status_edited_by_someone_else_is_repaired() -> None:
     assert decision.status_patch == {"phase": "Pending", "bogus": None}
 
 
-def test_fields_of_later_stages_are_carried_over() -> None:
+def test_a_canary_weight_without_a_canary_is_removed() -> None:
+    # The rollout's fields follow its state; nothing rolls out before a revision serves.
     spec = base_manifest()["spec"]
     stored = apply({}, reconcile(view(spec), T0).status_patch)
     stored["canaryWeight"] = 25
-    assert reconcile(view(spec, stored), T1).status_patch is None
+    assert reconcile(view(spec, stored), T1).status_patch == {"canaryWeight": None}
 
 
 def test_a_stable_revision_nothing_serves_is_not_taken_on_trust() -> None:

@@ -103,29 +103,61 @@ class AnalysisVerdict(DescribedEnum):
     ERROR = "Error", "Prometheus could not be asked; holds, and counts towards the consecutive-error limit."
 
 
+class MeasurementPhase(DescribedEnum):
+    SUCCESSFUL = "Successful", "Measured, within its threshold."
+    FAILED = "Failed", "Measured, beyond its threshold."
+    INCONCLUSIVE = "Inconclusive", "No data: no series, NaN, or fewer than rollout.minSamples requests in the window."
+    ERROR = "Error", "Prometheus could not answer (unreachable, too slow, or it refused the query)."
+
+
+class MeasurementStatus(StatusModel):
+    """One check of the last analysis on one pool: what was asked, what came back, how it was judged."""
+
+    name: LongName
+    """Check name: request-count, p99-latency, error-rate, input-drift, prediction-drift or a rollout.checks name."""
+    pool: LongName
+    """Node pool the query was scoped to."""
+    phase: MeasurementPhase
+    """Successful, Failed, Inconclusive or Error."""
+    value: float | None = None
+    """The measured value (absent when nothing came back)."""
+    message: Message | None = None
+    """The value against its threshold, or why there is none."""
+    query: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    """The PromQL that was run (two lines for prediction drift: canary, then stable)."""
+
+
 class AnalysisResult(StatusModel):
-    """The latest canary analysis."""
+    """The latest analysis (of the canary, or of the promoted revision while guarded)."""
 
     time: datetime
     """When the analysis ran."""
     revision: LongName
     """Revision analysed."""
-    step: int = Field(ge=0, le=20)
-    """Index of the canary step in rollout.steps."""
+    baseline: LongName | None = None
+    """Stable revision its predictions were compared with (canary only)."""
+    step: int | None = Field(None, ge=0, le=20)
+    """Index of the canary step in rollout.steps (absent after promotion)."""
     weight: int = Field(ge=0, le=100)
-    """Canary weight during the analysed window."""
+    """Traffic weight of the analysed revision during the window."""
+    window: Annotated[str, StringConstraints(max_length=32)] | None = None
+    """PromQL range the queries read, e.g. 30s."""
     verdict: AnalysisVerdict
-    """Pass, Fail or NoData."""
+    """Pass, Fail, NoData or Error."""
     p99_latency_ms: float | None = None
-    """Observed 99th percentile latency in milliseconds."""
+    """Observed 99th percentile latency in milliseconds (largest over the pools)."""
     error_rate: float | None = None
-    """Observed share of failed requests."""
+    """Observed share of failed requests (largest over the pools)."""
     psi: float | None = None
-    """Observed largest population stability index over the input features."""
+    """Observed largest population stability index of the inputs against the evaluated profile."""
+    prediction_psi: float | None = Field(None, alias="predictionPSI")
+    """PSI of the analysed revision's predictions against the stable revision's on the same traffic."""
     samples: int | None = Field(None, ge=0)
-    """Requests in the window."""
+    """Requests in the window (summed over the pools)."""
     message: Message | None = None
-    """Which check failed, or why there was no data."""
+    """Which check failed with what value, or why there was no data."""
+    measurements: Annotated[list[MeasurementStatus], Field(max_length=64)] | None = None
+    """Every check on every pool."""
 
 
 class RolloutPhase(DescribedEnum):

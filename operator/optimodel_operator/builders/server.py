@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from optimodel_operator.api.nodepools import GPU_RESOURCE, NodePool
 from optimodel_operator.builders.common import Manifest, base_labels, host_path_volumes, metadata, restricted_security_context
 from optimodel_operator.planner.naming import (
     ANNOTATION_ARTIFACT_SHA256,
+    ANNOTATION_DRIFT_PROFILED,
     ANNOTATION_MANIFEST,
+    ANNOTATION_VARIANT_KIND,
     LABEL_MODEL,
     LABEL_POOL,
     LABEL_REVISION,
@@ -37,10 +41,20 @@ def pod_labels(view: ResourceView, pool: str, revision: str, variant: str) -> di
             LABEL_VARIANT: label_value(variant)}
 
 
+def fault_env(faults: Mapping[str, str] | None) -> list[Manifest]:
+    """The server's fault flags as environment variables (OPTIMODEL_SERVER_FAULT_*), from e.g.
+    {"latency-ms": "150"}; only for tests and demos (annotation optimodel.io/inject-faults)."""
+    return [{"name": "OPTIMODEL_SERVER_FAULT_" + key.upper().replace("-", "_"), "value": value}
+            for key, value in sorted((faults or {}).items())]
+
+
 def build_server_deployment(
     view: ResourceView, pool: NodePool, revision: str, variant: str, manifest_uri: str, sha256: str,
-    config: PlannerConfig,
+    config: PlannerConfig, *, replicas: int | None = None, variant_kind: str | None = None,
+    faults: Mapping[str, str] | None = None, drift_profiled: bool = False,
 ) -> Manifest:
+    """`replicas`: the pool's replicas unless the rollout says otherwise (a canary's share, 0 when off
+    traffic). `variant_kind`: source, quantize, convert, prune or distill (drift rollbacks read it back)."""
     labels = pod_labels(view, pool.name, revision, variant)
     selector = {k: labels[k] for k in (LABEL_MODEL, LABEL_POOL, LABEL_REVISION)}
     volumes, mounts = host_path_volumes([manifest_uri], prefix="store")
@@ -86,13 +100,19 @@ def build_server_deployment(
         pod_spec["nodeSelector"] = dict(pool.node_selector)
     if pool.tolerations:
         pod_spec["tolerations"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in pool.tolerations]
+    env = fault_env(faults)
+    if env:
+        container["env"] = env
     annotations = {ANNOTATION_MANIFEST: manifest_uri, ANNOTATION_ARTIFACT_SHA256: sha256}
+    if variant_kind:
+        annotations[ANNOTATION_VARIANT_KIND] = variant_kind
+    annotations[ANNOTATION_DRIFT_PROFILED] = "true" if drift_profiled else "false"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(view, deployment_name(view, pool.name, revision), labels, annotations),
         "spec": {
-            "replicas": pool.replicas,
+            "replicas": pool.replicas if replicas is None else replicas,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
@@ -130,3 +150,10 @@ def build_pool_service(view: ResourceView, pool: str, config: PlannerConfig) -> 
     labels = {**base_labels(view, "server"), LABEL_POOL: label_value(pool)}
     selector = {LABEL_MODEL: labels[LABEL_MODEL], LABEL_POOL: labels[LABEL_POOL], "app.kubernetes.io/component": "server"}
     return _service(view, pool_service_name(view, pool), selector, labels, config)
+
+
+def build_revision_service(view: ResourceView, name: str, revision: str, config: PlannerConfig) -> Manifest:
+    """A Service of one revision across its pools: the stable or canary backend of a Gateway API HTTPRoute."""
+    labels = base_labels(view, "server")
+    selector = {LABEL_MODEL: labels[LABEL_MODEL], LABEL_REVISION: revision, "app.kubernetes.io/component": "server"}
+    return _service(view, name, selector, labels, config)

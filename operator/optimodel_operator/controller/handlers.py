@@ -8,12 +8,15 @@ resumes from what is stored: Jobs have deterministic names (a second create is r
 in the store.
 
 No kopf timer or daemon on purpose: kopf gives those a finalizer, and a finalizer would block the
-deletion of OptimizedModels (and of their namespaces) whenever the operator is not running. Children
+deletion of OptimizedModels (and of their namespaces) whenever the operator is not running. The
+rollout's periodic analyses come from controller.wakeups instead: each reconcile says when the next is
+due, and on start-up kopf's resume handler reconciles every model, which schedules them again. Children
 carry ownerReferences, so the garbage collector removes them with the resource.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from datetime import UTC, datetime
@@ -23,8 +26,9 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
-from optimodel_operator.controller import kube, store
-from optimodel_operator.controller.settings import planner_config
+from optimodel_operator.controller import analysis, kube, store
+from optimodel_operator.controller.settings import planner_config, prometheus_timeout_s, prometheus_url
+from optimodel_operator.controller.wakeups import Wakeups
 from optimodel_operator.planner.naming import LABEL_MANAGED_BY, MANAGED_BY
 from optimodel_operator.planner.reconcile import Decision, reconcile
 from optimodel_operator.planner.revision import effective_store, job_plans
@@ -68,15 +72,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Reconciles of different models run side by side; one model's are serialized by a lock.
     settings.execution.max_workers = 8
     clients()
+    _wakeups.start()
 
 
 def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) -> Decision:
-    """Read, decide, apply: the whole loop for one OptimizedModel."""
+    """Read, decide (running an analysis first when one is due), apply: the whole loop for one OptimizedModel."""
     api = clients()
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     with _model_lock(namespace, name):
         fresh = kube.read_model(api, namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            _wakeups.cancel(namespace, name)
             return reconcile(ResourceView.from_body(body), _now(), planner_config())
         view = ResourceView.from_body(fresh)
         config = planner_config()
@@ -85,16 +91,43 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
             if verdict.spec is not None else []
         observed = kube.observe(api, view, plans, store.read_run)
         decision = reconcile(view, _now(), config, observed)
+        if decision.analysis is not None:
+            result = analysis.run(decision.analysis, prometheus_url(), prometheus_timeout_s())
+            logger.info("analysis of revision %s over %s: %s (%s)", result.request.revision, result.window,
+                        result.assessment.verdict.value, result.assessment.reason)
+            decision = reconcile(view, result.time, config, dataclasses.replace(observed, analysis=result))
         changes = kube.apply_actions(api, namespace, decision.actions)
         if decision.status_patch:
             kube.patch_status(api, namespace, name, decision.status_patch)
         for verb, kind, child in changes:
+            if verb == "Missing":
+                kopf.event(fresh, type="Warning", reason="HTTPRouteMissing",
+                           message=f"{kind} {child} (rollout.trafficRouting.gatewayAPI) does not exist; "
+                                   "traffic splits by the Services alone")
+                continue
             kopf.event(fresh, type="Normal", reason=f"{kind}{verb}", message=f"{verb.lower()} {kind} {child}")
             logger.info("%s %s %s", verb.lower(), kind, child)
         for event in decision.events:
             kopf.event(fresh, type=event.type, reason=event.reason, message=event.message)
             logger.info("event %s %s: %s", event.type, event.reason, event.message)
+        if decision.requeue_after is not None:
+            _wakeups.schedule(namespace, name, decision.requeue_after.total_seconds())
         return decision
+
+
+def _wake(namespace: str, name: str) -> None:
+    model = kube.read_model(clients(), namespace, name)
+    if model is not None:
+        reconcile_model(model, logging.getLogger("optimodel.rollout"))
+
+
+# The rollout's clock: each reconcile says when the next analysis is due, and this wakes the model then.
+_wakeups = Wakeups(_wake)
+
+
+@kopf.on.cleanup()
+def stop_wakeups(**_: Any) -> None:
+    _wakeups.stop()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -16,8 +16,16 @@ from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
-from optimodel_operator.planner.loop import Actions, DeploymentObservation, JobObservation, Observed
-from optimodel_operator.planner.naming import LABEL_MODEL, LABEL_POOL, LABEL_REVISION, label_value
+from optimodel_operator.planner.loop import Actions, DeploymentObservation, JobObservation, Observed, RouteWeights
+from optimodel_operator.planner.naming import (
+    ANNOTATION_DRIFT_PROFILED,
+    ANNOTATION_VARIANT_KIND,
+    LABEL_MODEL,
+    LABEL_POOL,
+    LABEL_REVISION,
+    LABEL_VARIANT,
+    label_value,
+)
 from optimodel_operator.planner.results import RunObservation
 from optimodel_operator.planner.revision import JobPlan
 from optimodel_operator.planner.view import ResourceView
@@ -137,9 +145,12 @@ def observe(clients: Clients, view: ResourceView, plans: list[JobPlan],
         replicas = int(spec.get("replicas") or 0)
         current = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0) and int(
             status.get("updatedReplicas") or 0) >= replicas
+        annotations = meta.get("annotations") or {}
         seen_deployments[meta["name"]] = DeploymentObservation(
             name=meta["name"], revision=labels.get(LABEL_REVISION, ""), pool=labels.get(LABEL_POOL, ""),
             replicas=replicas, available=int(status.get("availableReplicas") or 0), current=current,
+            variant=labels.get(LABEL_VARIANT, ""), variant_kind=annotations.get(ANNOTATION_VARIANT_KIND),
+            drift_profiled=annotations.get(ANNOTATION_DRIFT_PROFILED) == "true",
         )
     return Observed(
         jobs={j["metadata"]["name"]: _job_observation(clients, j) for j in jobs},
@@ -178,6 +189,15 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
             done.append(("Created", obj["kind"], name))
         elif before != after:
             done.append(("Updated", obj["kind"], name))
+    for name, replicas in actions.scale:
+        try:
+            clients.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+            done.append(("Scaled", "Deployment", f"{name} to {replicas}"))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    for weights in actions.routes:
+        done += set_route_weights(clients, namespace, weights)
     for kind, name in actions.delete:
         api_version = "apps/v1" if kind == "Deployment" else "v1"
         try:
@@ -188,6 +208,39 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
             if error.status != 404:
                 raise
     return done
+
+
+GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
+
+
+def route_rules(rules: list[dict[str, Any]], weights: RouteWeights, port: int = 80) -> list[dict[str, Any]]:
+    """Every rule of an HTTPRoute with its backends replaced by the stable and canary Services at their
+    weights (matches, filters and everything else in the rule stay as the user wrote them)."""
+    backends = [
+        {"group": "", "kind": "Service", "name": weights.stable_service, "port": port, "weight": weights.stable_weight},
+        {"group": "", "kind": "Service", "name": weights.canary_service, "port": port, "weight": weights.canary_weight},
+    ]
+    return [{**rule, "backendRefs": backends} for rule in (rules or [{}])]
+
+
+def set_route_weights(clients: Clients, namespace: str, weights: RouteWeights) -> list[tuple[str, str, str]]:
+    """Write the weights into the HTTPRoute; ("Missing", ...) when it does not exist (the rollout goes on by
+    the Services alone and the resource says so in an Event)."""
+    try:
+        route = clients.custom.get_namespaced_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, namespace, "httproutes",
+                                                            weights.route)
+    except ApiException as error:
+        if error.status == 404:
+            return [("Missing", "HTTPRoute", weights.route)]
+        raise
+    rules = (route.get("spec") or {}).get("rules") or []
+    wanted = route_rules(rules, weights)
+    if wanted == rules:
+        return []
+    clients.custom.patch_namespaced_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, namespace, "httproutes",
+                                                  weights.route, {"spec": {"rules": wanted}})
+    return [("Updated", "HTTPRoute", f"{weights.route} ({weights.stable_service}={weights.stable_weight}, "
+                                     f"{weights.canary_service}={weights.canary_weight})")]
 
 
 def read_model(clients: Clients, namespace: str, name: str) -> dict[str, Any] | None:

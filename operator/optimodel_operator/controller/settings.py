@@ -9,6 +9,8 @@
 | OPTIMODEL_JOB_CPU / OPTIMODEL_JOB_MEMORY | request = limit of each optimization Job | 1 / 4Gi |
 | OPTIMODEL_JOB_DEADLINE_SECONDS | activeDeadlineSeconds of each optimization Job | 3600 |
 | OPTIMODEL_JOB_BACKOFF_LIMIT | backoffLimit of each optimization Job | 1 |
+| OPTIMODEL_ANALYSIS_MIN_WINDOW_SECONDS | shortest PromQL window of an analysis (a few scrape intervals) | 5 |
+| OPTIMODEL_PROMETHEUS_TIMEOUT_SECONDS | bound on each query to Prometheus | 3 |
 """
 
 from __future__ import annotations
@@ -32,4 +34,14 @@ def planner_config() -> PlannerConfig:
         job_memory=env.get("OPTIMODEL_JOB_MEMORY") or defaults.job_memory,
         job_deadline_seconds=int(env.get("OPTIMODEL_JOB_DEADLINE_SECONDS") or defaults.job_deadline_seconds),
         job_backoff_limit=int(env.get("OPTIMODEL_JOB_BACKOFF_LIMIT") or defaults.job_backoff_limit),
+        analysis_min_window_seconds=int(env.get("OPTIMODEL_ANALYSIS_MIN_WINDOW_SECONDS")
+                                        or defaults.analysis_min_window_seconds),
     )
+
+
+def prometheus_url() -> str | None:
+    return os.environ.get(PROMETHEUS_ENV) or None
+
+
+def prometheus_timeout_s() -> float:
+    return float(os.environ.get("OPTIMODEL_PROMETHEUS_TIMEOUT_SECONDS") or 3)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from optimodel_operator.analysis.assess import Assessment
+from optimodel_operator.analysis.measurement import AnalysisPlan, CheckKind, Measurement
 from optimodel_operator.api.conditions import ConditionStatus, ConditionType, Reason
 from optimodel_operator.api.spec import OptimizedModelSpec
 from optimodel_operator.api.status import (
+    AnalysisResult,
+    AnalysisVerdict,
     GateVerdict,
+    MeasurementStatus,
     OptimizedModelStatus,
     Phase,
     PoolAssignment,
@@ -23,6 +28,7 @@ from optimodel_operator.api.status import (
     ProviderBenchmark,
     RevisionPhase,
     RevisionRecord,
+    RolloutPhase,
     VariantPhase,
     VariantStatus,
     VariantVerdict,
@@ -31,13 +37,36 @@ from optimodel_operator.builders.job import build_job
 from optimodel_operator.builders.server import (
     build_model_service,
     build_pool_service,
+    build_revision_service,
     build_server_deployment,
     deployment_name,
-    pool_service_name,
+    model_service_name,
 )
 from optimodel_operator.planner.choice import PoolChoice, choose
 from optimodel_operator.planner.conditions import ConditionState
-from optimodel_operator.planner.results import Measured, RunObservation
+from optimodel_operator.planner.diff import EventSpec
+from optimodel_operator.planner.naming import ANNOTATION_INJECT_FAULTS
+from optimodel_operator.planner.rollout import (
+    Action,
+    AnalysisOutcome,
+    AnalysisRequest,
+    RolloutDecision,
+    RolloutState,
+    Wanted,
+    command_from_annotations,
+    step,
+)
+from optimodel_operator.planner.serving import (
+    Served,
+    ServerBuild,
+    analysis_plans,
+    analysis_window,
+    first_step_replicas,
+    replicas_for,
+    route_services,
+    safer_target,
+)
+from optimodel_operator.planner.results import SOURCE, Measured, RunObservation
 from optimodel_operator.planner.revision import JobPlan, effective_store, job_plans, revision_of
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
 
@@ -65,6 +94,11 @@ class DeploymentObservation:
     available: int
     current: bool
     """The controller has seen the latest spec and every replica runs it."""
+    variant: str = ""
+    variant_kind: str | None = None
+    """source, quantize, convert, prune or distill (annotation optimodel.io/variant-kind)."""
+    drift_profiled: bool = False
+    """Its artifact carries a drift reference (annotation optimodel.io/drift-profiled)."""
 
     @property
     def ready(self) -> bool:
@@ -81,6 +115,41 @@ class Observed:
     """Run records in the store, by Job name (the plan they belong to)."""
     deployments: Mapping[str, DeploymentObservation] = field(default_factory=dict)
     services: frozenset[str] = frozenset()
+    analysis: AnalysisRun | None = None
+    """The analysis the previous pass of this reconcile asked for, run by the controller."""
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """One analysis run's results: the assessment of every pool's measurements together."""
+
+    time: datetime
+    """When it ended: the decisions act on it if it is at or after the analysis's due time."""
+    request: AnalysisRequest
+    window: str
+    assessment: Assessment
+    measurements: tuple[tuple[str, Measurement], ...]
+    """(pool, measurement) for every check on every pool."""
+
+
+@dataclass(frozen=True)
+class AnalysisAsk:
+    """What the controller must run before deciding again: one plan per pool, asked at `time`."""
+
+    request: AnalysisRequest
+    window: str
+    plans: tuple[AnalysisPlan, ...]
+
+
+@dataclass(frozen=True)
+class RouteWeights:
+    """The backend weights to write into every rule of a user's HTTPRoute."""
+
+    route: str
+    stable_service: str
+    stable_weight: int
+    canary_service: str
+    canary_weight: int
 
 
 @dataclass(frozen=True)
@@ -91,6 +160,10 @@ class Actions:
     """Objects to server-side apply (Deployments, Services)."""
     delete: tuple[tuple[str, str], ...] = ()
     """(kind, name) of owned objects no longer wanted."""
+    scale: tuple[tuple[str, int], ...] = ()
+    """(Deployment, replicas) of earlier revisions: their template stays as it was built, only the scale moves."""
+    routes: tuple[RouteWeights, ...] = ()
+    """HTTPRoutes whose backend weights carry the canary split."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +179,15 @@ class LoopOutcome:
     serving: str | None
     latency_p99_ms: float | None
     actions: Actions
+    rollout: RolloutState | None = None
+    """The rollout's state to write into status (None: the stored one stays)."""
+    last_analysis: AnalysisResult | None = None
+    analysis: AnalysisAsk | None = None
+    """An analysis is due: run it and decide again with its result (Observed.analysis)."""
+    events: tuple[EventSpec, ...] = ()
+    """The rollout's decisions worth an Event."""
+    requeue_after: timedelta | None = None
+    """Decide again after this long even if nothing changes (the next analysis is due)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +279,166 @@ def _record(previous: OptimizedModelStatus, revision: str, generation: int, now:
     )
 
 
+def parse_faults(text: str | None) -> dict[str, str]:
+    """`latency-ms=150,error-ratio=0.1` (annotation optimodel.io/inject-faults) as server fault flags."""
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        key, _, value = part.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if key in FAULT_KEYS and value:
+            out[key] = value
+    return out
+
+
+FAULT_KEYS = ("latency-ms", "error-ratio", "input-shift", "seed")
+
+
+def _served(observed: Observed) -> list[Served]:
+    return [Served(d.name, d.revision, d.pool, d.replicas, d.variant_kind, d.drift_profiled)
+            for d in observed.deployments.values()]
+
+
+def _last_analysis(run: AnalysisRun, before: RolloutState) -> AnalysisResult:
+    def values(kind: CheckKind) -> list[float]:
+        return [m.value for _, m in run.measurements if m.kind is kind and m.value is not None]
+
+    def worst(kind: CheckKind) -> float | None:
+        found = values(kind)
+        return round(max(found), 6) if found else None
+
+    samples = values(CheckKind.REQUEST_COUNT)
+    canary = before.phase == RolloutPhase.CANARY
+    return AnalysisResult(
+        time=run.time.replace(microsecond=0), revision=run.request.revision, baseline=run.request.baseline,
+        step=before.step_index if canary else None, weight=(before.weight or 0) if canary else 100,
+        window=run.window, verdict=AnalysisVerdict(run.assessment.verdict.value),
+        p99_latency_ms=worst(CheckKind.LATENCY), error_rate=worst(CheckKind.ERROR_RATE),
+        psi=worst(CheckKind.INPUT_DRIFT), prediction_psi=worst(CheckKind.PREDICTION_DRIFT),
+        samples=int(sum(samples)) if samples else None, message=run.assessment.reason[:32768] or None,
+        measurements=[MeasurementStatus(name=m.name, pool=pool, phase=m.phase.value, value=m.value,
+                                        message=m.message[:32768], query=m.query[:8192])
+                      for pool, m in run.measurements][:64],
+    )
+
+
+@dataclass(frozen=True)
+class _RolloutPart:
+    decision: RolloutDecision
+    before: RolloutState
+    wanted_replicas: dict[str, int] | None
+    """Replicas of the wanted revision per pool (None while it is not gated)."""
+    wanted_ready: bool
+    """The wanted revision's Deployments are available at those replicas."""
+    in_rollout: bool
+    """The rollout has taken the wanted revision on (canary, promoted, rolled back, or serving as stable)."""
+    apply: list[Manifest]
+    scale: list[tuple[str, int]]
+    delete: list[tuple[str, str]]
+    routes: list[RouteWeights]
+    ask: AnalysisAsk | None
+    last_analysis: AnalysisResult | None
+
+
+def _plan_rollout(view: ResourceView, spec: OptimizedModelSpec, previous: OptimizedModelStatus, observed: Observed,
+                  now: datetime, config: PlannerConfig, revision: str,
+                  builds: dict[str, ServerBuild] | None, sources: dict[str, ServerBuild]) -> _RolloutPart:
+    rollout = spec.rollout
+    gateway = rollout.traffic_routing is not None and rollout.traffic_routing.gateway_api is not None
+    served = _served(observed)
+    existing = {s.revision for s in served}
+    state = RolloutState.from_status(previous)
+    if state.stable_revision and state.stable_revision not in existing:
+        # Its Deployments are gone (deleted by hand, or a status from elsewhere): nothing serves to compare with.
+        state = RolloutState(last_command=state.last_command)
+    command = command_from_annotations(view.annotations, state.last_command)
+
+    # Is the wanted revision one the rollout already knows, or must its Deployments come up first?
+    known = (state.revision == revision and state.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTED)) or (
+        state.stable_revision == revision) or (
+        state.revision == revision and (state.generation or 0) >= view.generation)
+    has_stable = state.stable_revision is not None and state.stable_revision != revision
+    prep = first_step_replicas(rollout, spec.node_pools, has_stable) if builds is not None and not known else None
+
+    def ready_at(replicas: Mapping[str, int]) -> bool:
+        for pool in spec.node_pools:
+            seen = observed.deployments.get(deployment_name(view, pool.name, revision))
+            if seen is None or not seen.ready or seen.replicas != replicas.get(pool.name, 0):
+                return False
+        return True
+
+    wanted = None
+    if builds is not None and (known or (prep is not None and ready_at(prep))):
+        wanted = Wanted(revision, view.generation)
+    safer = safer_target(state, revision, builds, served)
+    assessment = None
+    if observed.analysis is not None:
+        assessment = AnalysisOutcome.of(observed.analysis.assessment, observed.analysis.time)
+    decision = step(rollout, state, assessment, now, command, wanted=wanted, safer=safer)
+    ask = None
+    if decision.action == Action.ANALYSE and decision.analyse is not None:
+        if observed.analysis is None:
+            request = decision.analyse
+            window = analysis_window(request, now, config.analysis_min_window_seconds)
+            on = sorted({s.pool for s in served if s.revision == request.revision and s.replicas > 0})
+            profiled = {s.pool: s.drift_profiled for s in served if s.revision == request.revision}
+            ask = AnalysisAsk(request, window, analysis_plans(rollout, request, view.namespace, view.name, on,
+                                                              profiled, window))
+        else:  # an analysis from before its due time: wait a moment rather than ask again in this pass
+            decision = RolloutDecision(Action.WAIT, decision.state, requeue_after=timedelta(seconds=1))
+    last = previous.last_analysis
+    if observed.analysis is not None and decision.action != Action.WAIT:
+        last = _last_analysis(observed.analysis, state)
+
+    new = decision.state
+    replicas = replicas_for(new, spec.node_pools, gateway)
+    in_rollout = wanted is not None and revision in replicas
+    wanted_replicas: dict[str, int] | None = None
+    if builds is not None:
+        wanted_replicas = replicas.get(revision) if in_rollout else prep
+        wanted_replicas = dict(wanted_replicas or {p.name: 0 for p in spec.node_pools})
+    apply: list[Manifest] = []
+    faults = parse_faults(view.annotations.get(ANNOTATION_INJECT_FAULTS))
+    if builds is not None and wanted_replicas is not None:
+        fallback = new.fallback_variant if new.stable_revision == revision else None
+        for pool in spec.node_pools:
+            build = builds[pool.name]
+            if fallback and build.at_risk and pool.name in sources:
+                build = sources[pool.name]
+            apply.append(build_server_deployment(
+                view, pool, revision, build.variant, build.manifest_uri, build.sha256, config,
+                replicas=wanted_replicas.get(pool.name, 0), variant_kind=build.kind, faults=faults,
+                drift_profiled=build.drift_profiled))
+    keep = set(replicas) | ({revision} if builds is not None else set())
+    scale: list[tuple[str, int]] = []
+    delete: list[tuple[str, str]] = []
+    for s in sorted(served, key=lambda x: x.name):
+        if s.revision == revision and builds is not None:
+            if s.name not in {m["metadata"]["name"] for m in apply}:
+                delete.append(("Deployment", s.name))  # a pool no longer in the spec
+            continue
+        if s.revision not in keep:
+            delete.append(("Deployment", s.name))
+            continue
+        want = replicas.get(s.revision, {}).get(s.pool, 0)
+        if s.replicas != want:
+            scale.append((s.name, want))
+    routes: list[RouteWeights] = []
+    if gateway and rollout.traffic_routing and rollout.traffic_routing.gateway_api:
+        model_service = model_service_name(view)
+        stable_service, canary_service = route_services(model_service)
+        traffic = new.traffic()
+        stable_rev = new.stable_revision or revision
+        canary_rev = new.revision if new.phase == RolloutPhase.CANARY and new.revision else stable_rev
+        apply.append(build_revision_service(view, stable_service, stable_rev, config))
+        apply.append(build_revision_service(view, canary_service, canary_rev, config))
+        canary_weight = traffic.get(canary_rev, 0) if canary_rev != stable_rev else 0
+        routes.append(RouteWeights(rollout.traffic_routing.gateway_api.http_route, stable_service,
+                                   100 - canary_weight, canary_service, canary_weight))
+    return _RolloutPart(decision, state, wanted_replicas,
+                        builds is not None and wanted_replicas is not None and ready_at(wanted_replicas),
+                        in_rollout, apply, scale, delete, routes, ask, last)
+
+
 def plan_loop(
     view: ResourceView,
     spec: OptimizedModelSpec,
@@ -220,44 +462,36 @@ def plan_loop(
         if state.state == "Starting" and all(earlier.state == "Done" for earlier in states[:index]):
             create = (build_job(view, spec, state.plan, revision, store, config),)
             break
-    # The stable revision is the one whose Deployments exist: read back, never taken on trust from status.
-    serving_revisions = {d.revision for d in observed.deployments.values()}
-    stable = previous.stable_revision if previous.stable_revision in serving_revisions else None
     base_pools = [PoolStatus(name=p.name, provider=p.execution_provider.value) for p in spec.node_pools]
-
-    def outcome(conditions: dict[ConditionType, ConditionState], phase: Phase, message: str,
-                pools: list[PoolStatus] | None = None, actions: Actions | None = None,
-                stable_revision: str | None = stable, record: RevisionRecord | None = None) -> LoopOutcome:
-        served = [p for p in (pools or []) if p.variant and p.available_replicas]
-        p99s = [p.latency_p99_ms for p in served if p.latency_p99_ms is not None]
-        return LoopOutcome(
-            states={ConditionType.ACCEPTED: accepted, **conditions}, phase=phase, message=message,
-            variants=variants, pools=pools or base_pools, current_revision=revision,
-            stable_revision=stable_revision, revisions=_history(previous, record, spec.revision_history_limit),
-            serving=", ".join(f"{p.name}={p.variant}" for p in served) or None,
-            latency_p99_ms=max(p99s) if p99s else None,
-            actions=actions or Actions(create=create),
-        )
-
     pending = lambda why: ConditionState(_UNKNOWN, Reason.PENDING, why)  # noqa: E731
+    kinds = {o.name: o.kind for o in spec.optimizations}
+
+    # --- the wanted revision's stages: optimization, gate ---------------------------------------------
+    conditions: dict[ConditionType, ConditionState] = {}
+    phase, message = Phase.PENDING, ""
+    pools: list[PoolStatus] = base_pools
+    refused: str | None = None
+    builds: dict[str, ServerBuild] | None = None
+    sources: dict[str, ServerBuild] = {}
+    choices: list[tuple[Any, PoolChoice]] = []
     failed = [s for s in states if s.state == "Failed"]
+    optimized = ConditionState(_TRUE, Reason.OPTIMIZATION_SUCCEEDED,
+                               f"{len(plans)} Job(s) finished: " + ", ".join(s.plan.job_name for s in states))
     if failed:
         first = failed[0]
         reason = Reason.JOB_DEADLINE_EXCEEDED.value if first.reason == "DeadlineExceeded" else first.reason
-        message = "; ".join(s.message or "" for s in failed)
-        keeps = f"; revision {stable} keeps serving" if stable and stable != revision else ""
-        return outcome({
-            ConditionType.OPTIMIZED: ConditionState(_FALSE, reason or Reason.OPTIMIZATION_FAILED, message),
+        refused = "; ".join(s.message or "" for s in failed)
+        conditions = {
+            ConditionType.OPTIMIZED: ConditionState(_FALSE, reason or Reason.OPTIMIZATION_FAILED, refused),
             ConditionType.GATED: pending("waits for the optimization"),
             ConditionType.DEPLOYED: pending("waits for the gate"),
             ConditionType.ROLLED_OUT: pending("waits for the deployment"),
             ConditionType.PROGRESSING: ConditionState(_FALSE, reason or Reason.OPTIMIZATION_FAILED, "stopped; a spec change starts over"),
-            ConditionType.DEGRADED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, message + keeps),
-            ConditionType.STALLED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, message),
-        }, Phase.FAILED, f"optimization failed: {message}{keeps}",
-            record=_record(previous, revision, view.generation, now, RevisionPhase.REFUSED, variants, [], message))
-
-    if any(s.state != "Done" for s in states):
+            ConditionType.DEGRADED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, refused),
+            ConditionType.STALLED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, refused),
+        }
+        phase, message = Phase.FAILED, f"optimization failed: {refused}"
+    elif any(s.state != "Done" for s in states):
         started = any(s.state == "Running" for s in states)
         created = {job["metadata"]["name"] for job in create}
         waiting = [s.plan.job_name + (f" ({s.message})" if s.message else "")
@@ -266,7 +500,7 @@ def plan_loop(
         message = (f"optimization Job(s) running: {', '.join(waiting)}" if started
                    else f"creating optimization Job(s): {', '.join(waiting)}")
         reason = Reason.OPTIMIZATION_RUNNING if started else Reason.AWAITING_OPTIMIZATION
-        return outcome({
+        conditions = {
             ConditionType.OPTIMIZED: ConditionState(_UNKNOWN, reason, message),
             ConditionType.GATED: pending("waits for the optimization"),
             ConditionType.DEPLOYED: pending("waits for the gate"),
@@ -274,80 +508,126 @@ def plan_loop(
             ConditionType.PROGRESSING: ConditionState(_TRUE, reason, message),
             ConditionType.DEGRADED: ConditionState(_FALSE, Reason.AS_EXPECTED),
             ConditionType.STALLED: ConditionState(_FALSE, Reason.AS_EXPECTED),
-        }, Phase.OPTIMIZING if started else Phase.PENDING, message)
+        }
+        phase = Phase.OPTIMIZING if started else Phase.PENDING
+    else:
+        by_provider = {s.plan.provider: s.run.measured for s in states if s.run is not None}
+        choices = [(pool, choose(pool, by_provider.get(pool.execution_provider.value, {})))
+                   for pool in spec.node_pools]
+        blocked = [c for _, c in choices if c.blocked]
+        if blocked:
+            refused = "; ".join(f"pool {c.pool}: {c.reason}" for c in blocked)
+            pools = [PoolStatus(name=p.name, provider=p.execution_provider.value, variant=c.variant,
+                                message=c.reason) for p, c in choices]
+            conditions = {
+                ConditionType.OPTIMIZED: optimized,
+                ConditionType.GATED: ConditionState(_FALSE, Reason.GATE_FAILED, refused),
+                ConditionType.DEPLOYED: ConditionState(_FALSE, Reason.NOTHING_TO_SERVE, "nothing of this revision is deployed"),
+                ConditionType.ROLLED_OUT: pending("waits for the deployment"),
+                ConditionType.PROGRESSING: ConditionState(_FALSE, Reason.GATE_FAILED, "stopped; a spec change starts over"),
+                ConditionType.DEGRADED: ConditionState(_TRUE, Reason.GATE_FAILED, refused),
+                ConditionType.STALLED: ConditionState(_TRUE, Reason.GATE_FAILED, refused),
+            }
+            phase, message = Phase.FAILED, f"gate: {refused}"
+        else:
+            builds = {}
+            for pool, choice in choices:
+                m = choice.measured
+                assert m is not None and m.manifest_uri is not None and choice.variant is not None
+                kind = SOURCE if choice.variant == SOURCE else kinds.get(choice.variant, "")
+                builds[pool.name] = ServerBuild(pool, choice.variant, kind, m.manifest_uri, m.sha256 or "",
+                                                m.drift_profiled)
+                source = by_provider.get(pool.execution_provider.value, {}).get(SOURCE)
+                if source is not None and source.manifest_uri and source.deployable is not None:
+                    sources[pool.name] = ServerBuild(pool, SOURCE, SOURCE, source.manifest_uri, source.sha256 or "",
+                                                     source.drift_profiled)
 
-    optimized = ConditionState(_TRUE, Reason.OPTIMIZATION_SUCCEEDED,
-                               f"{len(plans)} Job(s) finished: " + ", ".join(s.plan.job_name for s in states))
-    by_provider = {s.plan.provider: s.run.measured for s in states if s.run is not None}
-    choices: list[tuple[Any, PoolChoice]] = [
-        (pool, choose(pool, by_provider.get(pool.execution_provider.value, {}))) for pool in spec.node_pools
-    ]
-    blocked = [c for _, c in choices if c.blocked]
-    if blocked:
-        message = "; ".join(f"pool {c.pool}: {c.reason}" for c in blocked)
-        keeps = f"; revision {stable} keeps serving" if stable and stable != revision else ""
-        pools = [PoolStatus(name=p.name, provider=p.execution_provider.value, variant=c.variant,
-                            message=c.reason) for p, c in choices]
-        return outcome({
-            ConditionType.OPTIMIZED: optimized,
-            ConditionType.GATED: ConditionState(_FALSE, Reason.GATE_FAILED, message),
-            ConditionType.DEPLOYED: ConditionState(_FALSE, Reason.NOTHING_TO_SERVE, "nothing of this revision is deployed"),
-            ConditionType.ROLLED_OUT: pending("waits for the deployment"),
-            ConditionType.PROGRESSING: ConditionState(_FALSE, Reason.GATE_FAILED, "stopped; a spec change starts over"),
-            ConditionType.DEGRADED: ConditionState(_TRUE, Reason.GATE_FAILED, message + keeps),
-            ConditionType.STALLED: ConditionState(_TRUE, Reason.GATE_FAILED, message),
-        }, Phase.FAILED, f"gate: {message}{keeps}", pools=pools,
-            record=_record(previous, revision, view.generation, now, RevisionPhase.REFUSED, variants, [], message))
+    # --- the rollout: who serves what, analyses, promotion, rollback ----------------------------------
+    part = _plan_rollout(view, spec, previous, observed, now, config, revision, builds, sources)
+    new = part.decision.state
+    stable = new.stable_revision
+    keeps = f"; revision {stable} keeps serving" if stable and stable != revision else ""
+    record: RevisionRecord | None = None
+    if refused is not None:
+        conditions[ConditionType.DEGRADED] = ConditionState(
+            conditions[ConditionType.DEGRADED].status, conditions[ConditionType.DEGRADED].reason,
+            conditions[ConditionType.DEGRADED].message + keeps)
+        message += keeps
+        record = _record(previous, revision, view.generation, now, RevisionPhase.REFUSED, variants, [], refused)
+    elif builds is not None:
+        gated = ConditionState(_TRUE, Reason.GATE_PASSED, "; ".join(f"{c.pool}: {c.reason}" for _, c in choices))
+        wanted_replicas = part.wanted_replicas or {}
+        pools = []
+        for pool, choice in choices:
+            m = choice.measured
+            assert m is not None
+            name = deployment_name(view, pool.name, revision)
+            seen = observed.deployments.get(name)
+            pools.append(PoolStatus(
+                name=pool.name, provider=pool.execution_provider.value, variant=choice.variant, revision=revision,
+                artifact=m.manifest_uri, sha256=m.sha256, deployment=name, replicas=wanted_replicas.get(pool.name, 0),
+                available_replicas=seen.available if seen else 0, latency_p99_ms=m.p99_ms,
+                provider_fallback=m.provider_fallback, message=choice.reason,
+            ))
+        if not part.in_rollout:
+            message = "waiting for " + ", ".join(
+                f"{p.deployment} ({p.available_replicas or 0}/{p.replicas} available)" for p in pools)
+            if stable and stable != revision:
+                message += f" before its canary begins; revision {stable} serves meanwhile"
+            conditions = {
+                ConditionType.OPTIMIZED: optimized,
+                ConditionType.GATED: gated,
+                ConditionType.DEPLOYED: ConditionState(_FALSE, Reason.DEPLOYING, message),
+                ConditionType.ROLLED_OUT: pending("waits for the deployment"),
+                ConditionType.PROGRESSING: ConditionState(_TRUE, Reason.DEPLOYING, message),
+                ConditionType.DEGRADED: ConditionState(_FALSE, Reason.AS_EXPECTED),
+                ConditionType.STALLED: ConditionState(_FALSE, Reason.AS_EXPECTED),
+            }
+            phase = Phase.DEPLOYING
+        else:
+            serving = ", ".join(f"{p.name}={p.variant}" for p in pools)
+            deployed = (ConditionState(_TRUE, Reason.DEPLOYED, f"serving {serving}") if part.wanted_ready else
+                        ConditionState(_FALSE, Reason.DEPLOYING, "scaling " + ", ".join(
+                            f"{p.deployment} ({p.available_replicas or 0}/{p.replicas} available)" for p in pools)))
+            conditions = {ConditionType.OPTIMIZED: optimized, ConditionType.GATED: gated,
+                          ConditionType.DEPLOYED: deployed, **part.decision.conditions()}
+            phase = part.decision.phase or Phase.SUCCEEDED
+            message = new.message or f"revision {revision} serves {serving}"
+            if new.revision == revision and new.phase == RolloutPhase.CANARY:
+                record_phase, why = RevisionPhase.CANARY, new.message
+            elif new.revision == revision and new.phase in (RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED) \
+                    and stable != revision:
+                record_phase, why = RevisionPhase.ROLLED_BACK, new.message
+            elif stable == revision:
+                record_phase, why = RevisionPhase.STABLE, (new.message if new.fallback_variant else None)
+            else:
+                record_phase, why = RevisionPhase.CANARY, new.message
+            record = _record(previous, revision, view.generation, now, record_phase, variants, pools, why)
 
-    gated = ConditionState(_TRUE, Reason.GATE_PASSED, "; ".join(f"{c.pool}: {c.reason}" for _, c in choices))
-    apply: list[Manifest] = [build_model_service(view, config)]
-    pools: list[PoolStatus] = []
-    wanted_deployments: set[str] = set()
-    wanted_services = {pool_service_name(view, p.name) for p in spec.node_pools} | {apply[0]["metadata"]["name"]}
-    for pool, choice in choices:
-        m = choice.measured
-        assert m is not None and m.manifest_uri is not None and choice.variant is not None
-        name = deployment_name(view, pool.name, revision)
-        wanted_deployments.add(name)
-        apply.append(build_server_deployment(view, pool, revision, choice.variant, m.manifest_uri, m.sha256 or "", config))
-        apply.append(build_pool_service(view, pool.name, config))
-        seen = observed.deployments.get(name)
-        pools.append(PoolStatus(
-            name=pool.name, provider=pool.execution_provider.value, variant=choice.variant, revision=revision,
-            artifact=m.manifest_uri, sha256=m.sha256, deployment=name, replicas=pool.replicas,
-            available_replicas=seen.available if seen else 0, latency_p99_ms=m.p99_ms,
-            provider_fallback=m.provider_fallback, message=choice.reason,
-        ))
-    not_ready = [p for p in pools if not (observed.deployments.get(p.deployment or "") and
-                                         observed.deployments[p.deployment or ""].ready
-                                         and observed.deployments[p.deployment or ""].replicas == p.replicas)]
-    if not_ready:
-        message = "waiting for " + ", ".join(
-            f"{p.deployment} ({p.available_replicas or 0}/{p.replicas} available)" for p in not_ready)
-        keeps = f"; revision {stable} serves meanwhile" if stable and stable != revision else ""
-        return outcome({
-            ConditionType.OPTIMIZED: optimized,
-            ConditionType.GATED: gated,
-            ConditionType.DEPLOYED: ConditionState(_FALSE, Reason.DEPLOYING, message),
-            ConditionType.ROLLED_OUT: pending("waits for the deployment"),
-            ConditionType.PROGRESSING: ConditionState(_TRUE, Reason.DEPLOYING, message + keeps),
-            ConditionType.DEGRADED: ConditionState(_FALSE, Reason.AS_EXPECTED),
-            ConditionType.STALLED: ConditionState(_FALSE, Reason.AS_EXPECTED),
-        }, Phase.DEPLOYING, message + keeps, pools=pools, actions=Actions(create=create, apply=tuple(apply)))
-
-    # Every pool of this revision is available: it serves all traffic (canaries come with the rollout).
-    stale = tuple(("Deployment", name) for name in sorted(observed.deployments) if name not in wanted_deployments)
-    stale += tuple(("Service", name) for name in sorted(observed.services) if name not in wanted_services)
-    serving = ", ".join(f"{p.name}={p.variant}" for p in pools)
-    record = _record(previous, revision, view.generation, now, RevisionPhase.STABLE, variants, pools)
-    deployed = ConditionState(_TRUE, Reason.DEPLOYED, f"serving {serving}")
-    return outcome({
-        ConditionType.OPTIMIZED: optimized,
-        ConditionType.GATED: gated,
-        ConditionType.DEPLOYED: deployed,
-        ConditionType.ROLLED_OUT: ConditionState(_TRUE, Reason.PROMOTED, f"revision {revision} serves all traffic"),
-        ConditionType.PROGRESSING: ConditionState(_FALSE, Reason.PROMOTED, f"revision {revision} serves all traffic"),
-        ConditionType.DEGRADED: ConditionState(_FALSE, Reason.AS_EXPECTED),
-        ConditionType.STALLED: ConditionState(_FALSE, Reason.AS_EXPECTED),
-    }, Phase.SUCCEEDED, f"revision {revision} serves {serving}", pools=pools,
-        actions=Actions(create=create, apply=tuple(apply), delete=stale), stable_revision=revision, record=record)
+    # Services: the model's and each pool's; stale ones go once the wanted revision is gated.
+    apply: list[Manifest] = []
+    delete = list(part.delete)
+    if builds is not None or observed.deployments:
+        apply.append(build_model_service(view, config))
+        apply += [build_pool_service(view, p.name, config) for p in spec.node_pools]
+    apply += part.apply
+    if builds is not None:
+        wanted_services = {m["metadata"]["name"] for m in apply if m["kind"] == "Service"}
+        delete += [("Service", name) for name in sorted(observed.services) if name not in wanted_services]
+    served = [p for p in pools if p.variant and p.available_replicas]
+    p99s = [p.latency_p99_ms for p in served if p.latency_p99_ms is not None]
+    live = part.last_analysis.p99_latency_ms if part.last_analysis is not None else None
+    return LoopOutcome(
+        states={ConditionType.ACCEPTED: accepted, **conditions}, phase=phase, message=message or phase.value,
+        variants=variants, pools=pools, current_revision=revision, stable_revision=stable,
+        revisions=_history(previous, record, spec.revision_history_limit),
+        serving=", ".join(f"{p.name}={p.variant}" for p in served) or None,
+        latency_p99_ms=live if live is not None else (max(p99s) if p99s else None),
+        actions=Actions(create=create, apply=tuple(apply), delete=tuple(delete), scale=tuple(part.scale),
+                        routes=tuple(part.routes)),
+        rollout=new, last_analysis=part.last_analysis, analysis=part.ask,
+        events=(part.decision.event,) if part.decision.event is not None else (),
+        # While a revision is rolled out or guarded, the next analysis is never further than one interval away.
+        requeue_after=part.decision.requeue_after or (
+            spec.rollout.interval_timedelta if new.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTED) else None),
+    )

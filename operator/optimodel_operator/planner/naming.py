@@ -24,6 +24,11 @@ MANAGED_BY = "optimodel"
 ANNOTATION_CONFIG_HASH = f"{GROUP_PREFIX}/config-hash"
 ANNOTATION_ARTIFACT_SHA256 = f"{GROUP_PREFIX}/artifact-sha256"
 ANNOTATION_MANIFEST = f"{GROUP_PREFIX}/manifest"
+ANNOTATION_VARIANT_KIND = f"{GROUP_PREFIX}/variant-kind"
+ANNOTATION_DRIFT_PROFILED = f"{GROUP_PREFIX}/drift-profiled"
+# On the OptimizedModel: fault flags for the servers of its current revision (tests and demos), e.g.
+# "latency-ms=150" or "input-shift=2,error-ratio=0.1".
+ANNOTATION_INJECT_FAULTS = f"{GROUP_PREFIX}/inject-faults"
 
 
 def short_hash(text: str, length: int = 8) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from optimodel_operator.planner.diff import EventSpec, events_between, merge_patch
-from optimodel_operator.planner.loop import Actions, Observed
+from optimodel_operator.planner.loop import Actions, AnalysisAsk, Observed
 from optimodel_operator.planner.status import desired_status, read_status
 from optimodel_operator.planner.validation import judge_spec
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
@@ -25,6 +25,10 @@ class Decision:
     """Set when the spec is invalid: the handler stops retrying until the spec changes."""
     actions: Actions = Actions()
     """Children to create, apply and delete."""
+    analysis: AnalysisAsk | None = None
+    """An analysis is due: run it, then reconcile again with its result before acting."""
+    requeue_after: timedelta | None = None
+    """Reconcile again after this long even if nothing changes (the rollout's next analysis)."""
 
 
 def reconcile(
@@ -33,7 +37,7 @@ def reconcile(
     config = config or PlannerConfig()
     previous = read_status(view.status)
     verdict = judge_spec(view.spec, config)
-    new, actions = desired_status(view, verdict, previous, observed or Observed(), now, config)
+    new, actions, loop = desired_status(view, verdict, previous, observed or Observed(), now, config)
     new_wire = new.to_wire()
     # Compare against the stored status as the model reads it (1 and 1.0 alike), but also delete
     # keys the stored object has and the model does not know.
@@ -42,7 +46,9 @@ def reconcile(
     return Decision(
         status=new_wire,
         status_patch=patch or None,
-        events=tuple(events_between(previous, new)) if patch else (),
+        events=(tuple(events_between(previous, new)) if patch else ()) + (loop.events if loop else ()),
         permanent_error=None if verdict.valid else f"invalid spec: {verdict.summary()}",
         actions=actions,
+        analysis=loop.analysis if loop else None,
+        requeue_after=loop.requeue_after if loop else None,
     )

@@ -36,6 +36,8 @@ class Measured:
     provider_fallback: str | None = None
     error_reason: str | None = None
     error_message: str | None = None
+    drift_profiled: bool = False
+    """The artifact carries a drift reference: its server reports input-drift PSI."""
 
     @property
     def speedup(self) -> float | None:
@@ -85,6 +87,7 @@ def measured_from_manifest(
         reason=str(gate.get("reason") or ""),
         provider_used=metrics.get("provider_used"),
         provider_fallback=metrics.get("provider_fallback"),
+        drift_profiled=manifest.get("drift_reference") is not None,
     )
 
 

@@ -195,8 +195,14 @@ class RolloutState:
 
     def status_fields(self) -> dict[str, Any]:
         """The status fields this state owns, camelCase, None where unset (a merge patch removes those)."""
+        values = self.status_values()
+        model = OptimizedModelStatus(**values)
+        return model.model_dump(by_alias=True, mode="json", include=set(values))
+
+    def status_values(self) -> dict[str, Any]:
+        """The status fields this state owns, by OptimizedModelStatus attribute name."""
         canary = self.phase == RolloutPhase.CANARY
-        values = {
+        return {
             "rollout_phase": self.phase,
             "rollout_revision": self.revision,
             "rollout_generation": self.generation,
@@ -214,8 +220,6 @@ class RolloutState:
             "rollout_message": self.message,
             "last_command": self.last_command,
         }
-        model = OptimizedModelStatus(**values)
-        return model.model_dump(by_alias=True, mode="json", include=set(values))
 
     def traffic(self) -> dict[str, int]:
         """Percent of traffic per revision this state means."""

@@ -2,7 +2,7 @@
 
 An invalid spec gets the conditions that say why; a valid one goes through the loop
 (optimization → gate → deployment, planner.loop), which also says what to create, apply and delete.
-Fields owned by the rollout stage (canary weight, analyses) are carried over untouched until it lands.
+The rollout's fields (phase, weight, step, analyses) come from the rollout's decision in the loop.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from optimodel_operator.api.conditions import STAGE_CONDITIONS, ConditionStatus, ConditionType, Reason
 from optimodel_operator.api.status import OptimizedModelStatus, Phase
 from optimodel_operator.planner.conditions import ConditionState, derive_ready, stamp
-from optimodel_operator.planner.loop import Actions, Observed, plan_loop
+from optimodel_operator.planner.loop import Actions, LoopOutcome, Observed, plan_loop
 from optimodel_operator.planner.validation import SpecVerdict
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
 
@@ -24,13 +24,6 @@ _UNKNOWN = ConditionStatus.UNKNOWN
 _TRUE = ConditionStatus.TRUE
 _FALSE = ConditionStatus.FALSE
 
-# Fields owned by stages that are not computed here yet; carried over as they are.
-_CARRIED_OVER = (
-    "canary_weight",
-    "canary_step",
-    "failed_analyses",
-    "last_analysis",
-)
 
 
 def read_status(raw: Mapping[str, Any]) -> OptimizedModelStatus:
@@ -57,12 +50,11 @@ def desired_status(
     observed: Observed,
     now: datetime,
     config: PlannerConfig,
-) -> tuple[OptimizedModelStatus, Actions]:
+) -> tuple[OptimizedModelStatus, Actions, LoopOutcome | None]:
     """The complete status for this generation and the actions that move towards it.
 
     Equal inputs give an equal status and equal actions (idempotent)."""
     now = now.replace(microsecond=0)
-    carried = {name: getattr(previous, name) for name in _CARRIED_OVER}
     if verdict.spec is None:
         summary = verdict.summary()
         states = _invalid_states(summary)
@@ -73,9 +65,12 @@ def desired_status(
             "phase": Phase.FAILED,
             "message": f"invalid spec: {summary}",
             "conditions": stamp(states, previous.conditions, view.generation, now),
-        }), Actions()
+        }), Actions(), None
     loop = plan_loop(view, verdict.spec, previous, observed, now, config)
     states = {ConditionType.READY: derive_ready(loop.states), **loop.states}
+    rollout_values = loop.rollout.status_values() if loop.rollout is not None else {}
+    # The loop's stable revision is the rollout's; keep one source for it.
+    rollout_values.pop("stable_revision", None)
     return OptimizedModelStatus(
         observed_generation=view.generation,
         phase=loop.phase,
@@ -88,5 +83,6 @@ def desired_status(
         pools=loop.pools,
         serving=loop.serving,
         latency_p99_ms=loop.latency_p99_ms,
-        **carried,
-    ), loop.actions
+        last_analysis=loop.last_analysis,
+        **rollout_values,
+    ), loop.actions, loop

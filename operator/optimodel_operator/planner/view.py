@@ -17,6 +17,7 @@ class ResourceView:
     spec: Mapping[str, Any]
     status: Mapping[str, Any] = field(default_factory=dict)
     uid: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ResourceView:
@@ -28,6 +29,7 @@ class ResourceView:
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
             uid=str(metadata.get("uid", "")),
+            annotations=dict(metadata.get("annotations") or {}),
         )
 
 
@@ -45,3 +47,5 @@ class PlannerConfig:
     """activeDeadlineSeconds of an optimization Job."""
     job_backoff_limit: int = 1
     server_port: int = 8080
+    analysis_min_window_seconds: int = 5
+    """Shortest PromQL window an analysis reads (rate() needs a few scrapes in it)."""
