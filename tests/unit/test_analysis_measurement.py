@@ -46,8 +46,8 @@ GOOD = {
     queries.p99_latency_ms(CANARY): value(12.5),
     queries.error_rate(CANARY): value(0.0),
     queries.input_drift_psi(CANARY): value(0.03),
-    queries.output_bins(CANARY): bins(50, 50, 50, 50),
-    queries.output_bins(CANARY.with_revision("r1")): bins(100, 100, 100, 100),
+    queries.output_bins(CANARY): bins(500, 500, 500, 500),
+    queries.output_bins(CANARY.with_revision("r1")): bins(1000, 1000, 1000, 1000),
     'avg(util{pool="cpu"})': value(0.5),
 }
 
@@ -117,7 +117,7 @@ def test_beyond_a_threshold_is_failed(query: str, answer: QueryResult, name: str
 
 
 def test_predictions_that_differ_from_the_stable_revisions_fail() -> None:
-    answers = {**GOOD, queries.output_bins(CANARY): bins(190, 5, 5, 0)}
+    answers = {**GOOD, queries.output_bins(CANARY): bins(1900, 50, 50, 0)}
     ms = {m.name: m for m in measure(PLAN, answers)}
     assert ms["prediction-drift"].phase is F and ms["prediction-drift"].value > 0.2
 
@@ -200,3 +200,12 @@ def test_prediction_psi_between_two_revisions(canary: dict, stable: dict, expect
 def test_prediction_psi_orders_bins_numerically() -> None:
     many = {str(i): float(i + 1) for i in range(12)}
     assert prediction_psi(many, many) == pytest.approx(0.0)
+
+
+def test_too_few_predictions_to_compare_is_inconclusive_whatever_the_psi() -> None:
+    # 40 predictions a side: chance alone moves PSI by ~0.2 over 4 bins; no evidence either way.
+    answers = {**GOOD, queries.output_bins(CANARY): bins(30, 5, 5, 0),
+               queries.output_bins(CANARY.with_revision("r1")): bins(10, 10, 10, 10)}
+    (m,) = [m for m in measure(PLAN, answers) if m.name == "prediction-drift"]
+    assert m.phase is MeasurementPhase.INCONCLUSIVE and m.value is not None and m.value > 0.2
+    assert "too few predictions to compare (40 < 500 on one side)" in m.message

@@ -272,7 +272,8 @@ def prediction_psi(canary: Mapping[str, float], stable: Mapping[str, float]) -> 
 
 
 def measure_prediction_drift(check: Check, canary: Answer, stable: Answer,
-                             samples: Measurement | None = None) -> Measurement:
+                             samples: Measurement | None = None,
+                             min_predictions: int = queries.DRIFT_MIN_ROWS) -> Measurement:
     """The canary's output distribution against the stable revision's over the same window."""
     for answer in (canary, stable):
         if isinstance(answer, QueryError):
@@ -283,6 +284,13 @@ def measure_prediction_drift(check: Check, canary: Answer, stable: Answer,
     if psi is None:
         side = "canary" if sum(canary_bins.values()) <= 0 else "stable revision"
         return _inconclusive(check, None, f"no predictions counted for the {side} in the window")
+    # Two samples of the same distribution differ by chance: with k bins and n predictions a side, PSI is
+    # about 2(k-1)/n from noise alone (0.4 for 10 classes and 50 rows). Below min_predictions a side, a
+    # difference is not evidence.
+    fewest = min(sum(canary_bins.values()), sum(stable_bins.values()))
+    if fewest < min_predictions:
+        return _inconclusive(check, psi, f"{fmt(psi)} PSI, but too few predictions to compare "
+                                         f"({fmt(fewest)} < {min_predictions} on one side)")
     return _judged(check, psi, samples)
 
 

@@ -78,6 +78,9 @@ def build_server_deployment(
             "--port", str(port),
             "--cache-dir", CACHE_DIR,
             "--execution-provider", pool.execution_provider.value,
+            # Drift gauges and prediction counts published every second, so an analysis window of a few
+            # seconds sees them move (the default 5 s would leave short windows empty).
+            "--drift-interval-s", "1",
         ],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         # Ready only once the artifact is verified (sha256) and loaded: the server answers 503 until then.

@@ -46,9 +46,16 @@ def reconcile(
     return Decision(
         status=new_wire,
         status_patch=patch or None,
-        events=(tuple(events_between(previous, new)) if patch else ()) + (loop.events if loop else ()),
+        events=_events(tuple(events_between(previous, new)) if patch else (), loop.events if loop else ()),
         permanent_error=None if verdict.valid else f"invalid spec: {verdict.summary()}",
         actions=actions,
         analysis=loop.analysis if loop else None,
         requeue_after=loop.requeue_after if loop else None,
     )
+
+
+def _events(from_diff: tuple[EventSpec, ...], from_rollout: tuple[EventSpec, ...]) -> tuple[EventSpec, ...]:
+    """The status diff's Events and the rollout's, once each: a rollout decision also moves the RolledOut
+    condition, whose diff Event would repeat it."""
+    said = {e.reason for e in from_rollout}
+    return tuple(e for e in from_diff if e.reason not in said) + from_rollout

@@ -573,8 +573,9 @@ def _analyse(rollout: Rollout, state: RolloutState, assessment: Assessment | Non
     if now < due:
         return RolloutDecision(Action.WAIT, state, requeue_after=due - now)
     if assessment is None or assessment.time < due:
-        canary = state.phase == RolloutPhase.CANARY
-        request = AnalysisRequest(state.revision, state.stable_revision if canary else None, since)
+        # Predictions are compared with the stable revision's while it still takes traffic (not at 100%).
+        compare = state.phase == RolloutPhase.CANARY and (state.weight or 0) < 100
+        request = AnalysisRequest(state.revision, state.stable_revision if compare else None, since)
         return RolloutDecision(Action.ANALYSE, state, analyse=request)
     verdict = _verdict(assessment)
     state = replace(state, last_analysis_at=assessment.time)
