@@ -101,14 +101,14 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
             kube.patch_status(api, namespace, name, decision.status_patch)
         for verb, kind, child in changes:
             if verb == "Missing":
-                kopf.event(fresh, type="Warning", reason="HTTPRouteMissing",
-                           message=f"{kind} {child} (rollout.trafficRouting.gatewayAPI) does not exist; "
-                                   "traffic splits by the Services alone")
+                kube.post_event(api, fresh, "Warning", "HTTPRouteMissing",
+                                f"{kind} {child} (rollout.trafficRouting.gatewayAPI) does not exist; "
+                                "traffic splits by the Services alone")
                 continue
-            kopf.event(fresh, type="Normal", reason=f"{kind}{verb}", message=f"{verb.lower()} {kind} {child}")
+            kube.post_event(api, fresh, "Normal", f"{kind}{verb}", f"{verb.lower()} {kind} {child}")
             logger.info("%s %s %s", verb.lower(), kind, child)
         for event in decision.events:
-            kopf.event(fresh, type=event.type, reason=event.reason, message=event.message)
+            kube.post_event(api, fresh, event.type, event.reason, event.message)
             logger.info("event %s %s: %s", event.type, event.reason, event.message)
         if decision.requeue_after is not None:
             _wakeups.schedule(namespace, name, decision.requeue_after.total_seconds())

@@ -8,6 +8,7 @@ moment resumes from what is stored.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -241,6 +242,28 @@ def set_route_weights(clients: Clients, namespace: str, weights: RouteWeights) -
                                                   weights.route, {"spec": {"rules": wanted}})
     return [("Updated", "HTTPRoute", f"{weights.route} ({weights.stable_service}={weights.stable_weight}, "
                                      f"{weights.canary_service}={weights.canary_weight})")]
+
+
+def post_event(clients: Clients, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """An Event about the OptimizedModel, through the API directly: decisions are also taken on the rollout's
+    wake-up thread, outside kopf's handler context where kopf.event() posts."""
+    meta = obj["metadata"]
+    now = datetime.now(UTC)
+    body = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"),
+                           "kind": obj.get("kind", "OptimizedModel"), "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid"),
+                           "resourceVersion": meta.get("resourceVersion")},
+        "type": type_, "reason": reason[:128], "message": message[:1024],
+        "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
+        "source": {"component": "optimodel"}, "reportingComponent": "optimodel",
+    }
+    try:
+        clients.core.create_namespaced_event(meta["namespace"], body)
+    except ApiException as error:
+        if error.status not in (403, 404):  # the namespace is going away: nothing to tell
+            raise
 
 
 def read_model(clients: Clients, namespace: str, name: str) -> dict[str, Any] | None:

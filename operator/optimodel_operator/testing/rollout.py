@@ -67,19 +67,23 @@ class Traffic:
     rate_hz: float = 25.0
     rows: int = 16
     shift: float = 0.0
+    senders: int = 6
+    """Independent senders, so a slow revision does not slow the arrival of requests (as with real clients)."""
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> Traffic:
-        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
-        self._thread.start()
+        for index in range(self.senders):
+            thread = threading.Thread(target=self._run, args=(index,), name=f"traffic-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def __enter__(self) -> Traffic:
         return self.start()
@@ -87,10 +91,11 @@ class Traffic:
     def __exit__(self, *_: Any) -> None:
         self.stop()
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         url = f"{self.address}/v2/models/{self.model}/infer"
-        rng = np.random.default_rng(0)
-        period = 1.0 / self.rate_hz
+        rng = np.random.default_rng(index)
+        period = self.senders / self.rate_hz
+        self._stop.wait(period * index / self.senders)  # spread the senders over the period
         # A new connection per request: kube-proxy balances connections, not requests, so a kept-alive
         # connection would stick to one pod and never see the replica split.
         with httpx.Client(timeout=5.0, limits=httpx.Limits(max_keepalive_connections=0)) as client:
