@@ -163,10 +163,81 @@ def request_through_service(cluster: LocalCluster, namespace: str, name: str, pu
     return logits.argmax(axis=1).tolist(), np.asarray(held_out["label"][:8]).tolist()
 
 
+# The demo's later revisions roll out fast enough to watch: two steps, an analysis every 2 s.
+DEMO_ROLLOUT: dict[str, Any] = {"steps": [50, 100], "interval": "2s", "failureLimit": 1, "minSamples": 10,
+                                "slo": {"p99LatencyMs": 250, "maxErrorRate": 0.05}, "drift": {"maxPSI": 0.25}}
+
+
+def _revision(example: dict[str, Any], budget: float, faults: str | None = None) -> dict[str, Any]:
+    manifest = json.loads(json.dumps(example))
+    manifest["spec"]["evaluation"]["maxDrop"] = budget  # another accuracy budget: a new revision
+    manifest["spec"]["rollout"] = DEMO_ROLLOUT
+    if faults:
+        manifest.setdefault("metadata", {}).setdefault("annotations", {})["optimodel.io/inject-faults"] = faults
+    return manifest
+
+
+def watch_rollout(cluster: LocalCluster, namespace: str, name: str, traffic: Any, until: Any,
+                  timeout: float) -> dict[str, Any]:
+    """Print each rollout decision (phase, weight, reason) and who answered the live traffic, until `until`."""
+    started = time.monotonic()
+    last, since = "", time.time()
+    while True:
+        resource = _get(cluster, namespace, name) or {}
+        status = resource.get("status") or {}
+        current = status.get("observedGeneration") == (resource.get("metadata") or {}).get("generation")
+        line = (f"{status.get('phase')}: {status.get('rolloutPhase') or '-'}"
+                + (f" {status['canaryWeight']}%" if status.get("canaryWeight") is not None else "")
+                + f" | {status.get('rolloutMessage') or status.get('message') or ''}")
+        if line != last:
+            answered = traffic.revisions_since(since)
+            since = time.time()
+            who = ", ".join(f"{rev}: {count}" for rev, count in sorted(answered.items())) or "-"
+            console.print(f"  [dim]{time.monotonic() - started:5.0f}s[/] {line}\n         answered since: {who}",
+                          highlight=False)
+            last = line
+        if current and until(status):
+            return resource
+        if time.monotonic() - started > timeout:
+            raise LocalClusterError(f"{namespace}/{name}: rollout not finished after {timeout:.0f}s: {line}")
+        time.sleep(0.5)
+
+
+def roll_out_revisions(cluster: LocalCluster, namespace: str, name: str, example: Path, published: Any,
+                       timeout: float) -> None:
+    """A second revision rolled out under live traffic, then a third with latency injected, rolled back."""
+    from optimodel_operator.testing.rollout import Traffic, evaluation_rows
+
+    base = yaml.safe_load(example.read_text())
+    service = json.loads(cluster.kubectl("get", "service", name, "-n", namespace, "-o", "json").stdout)
+    with Traffic(f"http://{service['spec']['clusterIP']}:80", name, evaluation_rows(published), rate_hz=25,
+                 rows=32) as traffic:
+        console.rule("7. a second revision (another accuracy budget), rolled out under live traffic "
+                     "(25 requests/s of 32 rows)")
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(_revision(base, 0.03)))
+        done = watch_rollout(cluster, namespace, name, traffic,
+                             lambda s: s.get("rolloutPhase") in ("Promoted", "RolledBack")
+                             and s.get("rolloutRevision") == s.get("currentRevision"), timeout)
+        console.print(f"  → {done['status'].get('rolloutMessage')}", highlight=False)
+        console.rule("8. a third revision whose servers add 400 ms to every answer (fault flags): rolled back")
+        cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                        input=json.dumps(_revision(base, 0.035, faults="latency-ms=400")))
+        back = watch_rollout(cluster, namespace, name, traffic,
+                             lambda s: s.get("rolloutPhase") in ("Promoted", "RolledBack")
+                             and s.get("rolloutRevision") == s.get("currentRevision"), timeout)
+        console.print(f"  → {back['status'].get('rolloutMessage')}", highlight=False)
+        time.sleep(4)
+        since = time.time()
+        time.sleep(3)
+        console.print(f"  answered in the last 3 s: {traffic.revisions_since(since)}", highlight=False)
+
+
 def demo(
     example: Annotated[Path, typer.Option(help="OptimizedModel manifest to apply.")] = DEFAULT_EXAMPLE,
     namespace: Annotated[str, typer.Option(help="Namespace to apply it in.")] = "default",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the model to be Ready.")] = 900,
+    rollout: Annotated[bool, typer.Option(help="Then roll out a second revision under traffic and a third that "
+                                               "is rolled back.")] = True,
 ) -> None:
     """Local cluster up, the operator installed in it, the example optimized, deployed and answering."""
     cluster = LocalCluster()
@@ -200,6 +271,12 @@ def demo(
     console.rule("6. a request through the model's Service")
     predicted, labels = request_through_service(cluster, namespace, name, published)
     console.print(f"  predicted {predicted}\n  labels    {labels}", highlight=False)
+    if rollout:
+        try:
+            roll_out_revisions(cluster, namespace, name, example, published, timeout)
+        except LocalClusterError as error:
+            console.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(1) from error
     console.print(
         "\nStill running: the cluster, the operator, the model's servers.\n"
         f"  export KUBECONFIG={cluster.kubeconfig}\n"

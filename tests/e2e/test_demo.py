@@ -1,6 +1,7 @@
 """The README's first command does what it says: `optimodel demo` (what `make demo` runs) installs the
 operator into the local cluster, optimizes the digits model, serves it on both pools and answers a
-request through the model's Service."""
+request through the model's Service; then rolls a second revision out under live traffic and rolls a
+third, slowed down by injected latency, back."""
 
 from __future__ import annotations
 
@@ -28,9 +29,16 @@ def test_demo_ends_with_the_table_and_a_served_request(local_cluster: LocalClust
         assert "optimizedmodel.optimodel.io/digits created" in out
         assert "what each pool serves" in out and "variants" in out
         assert "→ HTTP 200" in out and "predicted [" in out
+        # Then a second revision rolled out under traffic and a third, with latency injected, rolled back.
+        assert "7. a second revision" in out and "8. a third revision" in out
         resource = json.loads(local_cluster.kubectl("get", "om", "digits", "-n", namespace, "-o", "json").stdout)
-        ready = next(c for c in resource["status"]["conditions"] if c["type"] == "Ready")
-        assert ready["status"] == "True"
+        status = resource["status"]
+        assert status["rolloutPhase"] == "RolledBack" and "p99-latency" in status["rolloutMessage"]
+        phases = [r["phase"] for r in status["revisions"]]
+        assert phases[:3] == ["RolledBack", "Stable", "Superseded"], phases
+        assert status["stableRevision"] == status["revisions"][1]["name"]
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False", "the spec's revision was rolled back: not Ready, and it says why"
         # The operator that did it runs in the cluster, as a Deployment with its ServiceAccount.
         deployment = json.loads(local_cluster.kubectl("get", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE,
                                                       "-o", "json").stdout)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,7 @@ from optimodel_operator.planner.revision import effective_store, job_plans
 from optimodel_operator.planner.validation import judge_spec
 from optimodel_operator.planner.view import ResourceView
 
+KOPF_PREFIX = f"kopf.{GROUP}"
 _clients: kube.Clients | None = None
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -61,10 +63,12 @@ def clients() -> kube.Clients:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Keep kopf's bookkeeping in annotations: the structural schema would prune status.kopf.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # Keep kopf's bookkeeping in annotations: the structural schema would prune status.kopf. Under a prefix
+    # of its own: kopf leaves every annotation of its storage's prefix out of the diff, and the rollout's
+    # commands (optimodel.io/command) and fault flags (optimodel.io/inject-faults) must trigger a reconcile.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     # Our Events come from the status diff and from what we change; kopf's "Handler succeeded" are noise.
     settings.posting.level = logging.WARNING
@@ -79,6 +83,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
     """Read, decide (running an analysis first when one is due), apply: the whole loop for one OptimizedModel."""
     api = clients()
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    started = time.monotonic()
     with _model_lock(namespace, name):
         fresh = kube.read_model(api, namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
@@ -91,6 +96,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
             if verdict.spec is not None else []
         observed = kube.observe(api, view, plans, store.read_run)
         decision = reconcile(view, _now(), config, observed)
+        analysed = decision.analysis is not None
         if decision.analysis is not None:
             result = analysis.run(decision.analysis, prometheus_url(), prometheus_timeout_s())
             logger.info("analysis of revision %s over %s: %s (%s)", result.request.revision, result.window,
@@ -112,6 +118,8 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
             logger.info("event %s %s: %s", event.type, event.reason, event.message)
         if decision.requeue_after is not None:
             _wakeups.schedule(namespace, name, decision.requeue_after.total_seconds())
+        if analysed:
+            logger.info("%s/%s: after an analysis, reconciled in %.3fs", namespace, name, time.monotonic() - started)
         return decision
 
 

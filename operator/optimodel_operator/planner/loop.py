@@ -290,7 +290,8 @@ def parse_faults(text: str | None) -> dict[str, str]:
     return out
 
 
-FAULT_KEYS = ("latency-ms", "error-ratio", "input-shift", "seed")
+# `control=true` lets a benchmark change the faults of running servers (PUT /v2/faults) at a known instant.
+FAULT_KEYS = ("latency-ms", "error-ratio", "input-shift", "seed", "control")
 
 
 def _served(observed: Observed) -> list[Served]:
