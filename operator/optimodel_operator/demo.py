@@ -45,6 +45,9 @@ def install_operator(cluster: LocalCluster, report: Any = console.print, timeout
     for line in cluster.kubectl("apply", "-k", str(OPERATOR_KUSTOMIZATION)).stdout.strip().splitlines():
         report(line)
     cluster.kubectl("scale", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE, "--replicas=1")
+    # The local cluster's pods run this checkout's code as it was when they started: a new pod picks up
+    # what changed since (a real install changes the image instead).
+    cluster.kubectl("rollout", "restart", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE)
     cluster.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE,
                     f"--timeout={timeout}s", timeout=timeout + 20)
 
