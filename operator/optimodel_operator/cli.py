@@ -11,7 +11,7 @@ import typer
 app = typer.Typer(
     name="optimodel",
     help="Take a trained model to optimized, accuracy-gated artifacts served on each node pool of a Kubernetes "
-    "cluster (the SLO-guarded canary rollout is next).",
+    "cluster, each new revision rolled out as a canary under SLO and drift checks read from Prometheus.",
     no_args_is_help=True,
     add_completion=False,
 )

@@ -267,3 +267,42 @@ def test_no_traffic_never_promotes_then_promote_and_abort_by_hand(
     assert aborted["stableRevision"] == first
     wait_for(lambda: _replicas(local_cluster, namespace) == {first: 2, second: 0}, 60, "revision 1 serves again")
     assert {"ManuallyPromoted", "Aborted"} <= set(_reasons(local_cluster, namespace))
+
+
+def test_gateway_api_routing_writes_the_weights_of_each_step_into_the_httproute(
+    local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
+) -> None:
+    # No gateway implementation runs on the local cluster: this checks what the operator writes, not traffic.
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "digits"},
+             "spec": {"parentRefs": [{"name": "public"}],
+                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v2/models/digits"}}],
+                                 "backendRefs": [{"name": "digits", "port": 80}]}]}}
+    _apply(local_cluster, namespace, route)
+    gateway = {**FAST_ROLLOUT, "steps": [30, 60, 100], "interval": "3s",
+               "trafficRouting": {"gatewayAPI": {"httpRoute": "digits"}}}
+    first = _first_revision(local_cluster, namespace, operator_in_cluster, rollout=gateway)
+
+    def weights() -> dict[str, int]:
+        got = json.loads(local_cluster.kubectl("get", "httproute", "digits", "-n", namespace, "-o", "json").stdout)
+        (rule,) = got["spec"]["rules"]
+        assert rule["matches"][0]["path"]["value"] == "/v2/models/digits", "the user's matches are kept"
+        return {b["name"]: b.get("weight", 1) for b in rule["backendRefs"]}
+
+    assert weights() == {"digits-stable": 100, "digits-canary": 0}
+    seen: list[dict[str, int]] = []
+    with Traffic(_address(local_cluster, namespace), "digits", evaluation_rows(operator_in_cluster)):
+        _second_revision(local_cluster, namespace, operator_in_cluster, rollout=gateway)
+
+        def promoted_watching() -> dict[str, Any] | None:
+            now = weights()
+            if not seen or seen[-1] != now:
+                seen.append(now)
+            status = _status(local_cluster, namespace)
+            return status if status.get("rolloutPhase") == "Promoted" and status.get("stableRevision") != first else None
+
+        done = wait_for(promoted_watching, 240, "revision 2 promoted through the route's weights", interval=0.3)
+    assert {"digits-stable": 70, "digits-canary": 30} in seen and {"digits-stable": 40, "digits-canary": 60} in seen, seen
+    assert seen[-1] == {"digits-stable": 100, "digits-canary": 0}
+    stable = json.loads(local_cluster.kubectl("get", "service", "digits-stable", "-n", namespace, "-o", "json").stdout)
+    assert stable["spec"]["selector"]["optimodel.io/revision"] == done["stableRevision"]
+    assert _replicas(local_cluster, namespace)[done["stableRevision"]] == 2

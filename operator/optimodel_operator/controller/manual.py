@@ -60,17 +60,17 @@ _NAMESPACE = typer.Option(None, "--namespace", "-n", help="Namespace (default: t
 
 @app.command()
 def promote(name: str = typer.Argument(..., help="OptimizedModel name."), namespace: str | None = _NAMESPACE) -> None:
-    """Promote the canary to all traffic now, skipping the remaining steps (it stays guarded). Writes the optimodel.io/command annotation; the operator acts on it once the canary rollout is wired (next)."""
+    """Promote the canary to all traffic now, skipping the remaining steps (it stays guarded). Writes the optimodel.io/command annotation, which the operator acts on once."""
     _send(CommandKind.PROMOTE, name, namespace)
 
 
 @app.command()
 def abort(name: str = typer.Argument(..., help="OptimizedModel name."), namespace: str | None = _NAMESPACE) -> None:
-    """Take the canary (or a promoted revision, if an earlier one is kept) off traffic now. Writes the optimodel.io/command annotation; the operator acts on it once the canary rollout is wired (next)."""
+    """Take the canary (or a promoted revision, if an earlier one is kept) off traffic now. Writes the optimodel.io/command annotation, which the operator acts on once."""
     _send(CommandKind.ABORT, name, namespace)
 
 
 @app.command()
 def retry(name: str = typer.Argument(..., help="OptimizedModel name."), namespace: str | None = _NAMESPACE) -> None:
-    """Roll a rolled-back or aborted revision out again from the first step. Writes the optimodel.io/command annotation; the operator acts on it once the canary rollout is wired (next)."""
+    """Roll a rolled-back or aborted revision out again from the first step. Writes the optimodel.io/command annotation, which the operator acts on once."""
     _send(CommandKind.RETRY, name, namespace)
