@@ -39,6 +39,7 @@ def serve(
     fault_latency_ms: float = typer.Option(0.0, envvar=f"{ENV}FAULT_LATENCY_MS", help="Fault injection: added latency."),
     fault_error_ratio: float = typer.Option(0.0, envvar=f"{ENV}FAULT_ERROR_RATIO", help="Fault injection: share of 500s."),
     fault_input_shift: float = typer.Option(0.0, envvar=f"{ENV}FAULT_INPUT_SHIFT", help="Fault injection: added to float inputs."),
+    fault_output_bias: float = typer.Option(0.0, envvar=f"{ENV}FAULT_OUTPUT_BIAS", help="Fault injection: added to the first class's score."),
     fault_seed: Optional[int] = typer.Option(None, envvar=f"{ENV}FAULT_SEED"),
     fault_control: bool = typer.Option(
         False, "--fault-control/--no-fault-control", envvar=f"{ENV}FAULT_CONTROL",
@@ -62,7 +63,7 @@ def serve(
             graceful_timeout_s=graceful_timeout_s, log_level=log_level,
             faults=FaultConfig(
                 added_latency_ms=fault_latency_ms, error_ratio=fault_error_ratio,
-                input_shift=fault_input_shift, seed=fault_seed,
+                input_shift=fault_input_shift, output_bias=fault_output_bias, seed=fault_seed,
             ),
             fault_control=fault_control,
         )

@@ -24,11 +24,15 @@ class FaultConfig(BaseModel):
     added_latency_ms: float = Field(0.0, ge=0.0, le=MAX_FAULT_LATENCY_MS, description="Sleep added to every inference request.")
     error_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of inference requests answered with a 500.")
     input_shift: float = Field(0.0, description="Constant added to every floating-point input before inference.")
+    output_bias: float = Field(0.0, description=(
+        "Constant added to the first class's score after inference: predictions lean to class 0, from inputs "
+        "that do not drift (a permutation of classes would not do: on balanced traffic the class histogram "
+        "stays the same)."))
     seed: int | None = Field(None, description="Seed of the error draw, for reproducible tests.")
 
     @property
     def enabled(self) -> bool:
-        return self.added_latency_ms > 0 or self.error_ratio > 0 or self.input_shift != 0
+        return self.added_latency_ms > 0 or self.error_ratio > 0 or self.input_shift != 0 or self.output_bias != 0
 
 
 class ServerConfig(BaseModel):

@@ -20,7 +20,7 @@ from .batching import AdaptiveBatcher
 from .config import FaultConfig, ServerConfig, container_cpu_threads
 from .drift import DriftMonitor
 from .errors import InjectedFault, ModelNotFound, ModelNotReady
-from .faults import FaultInjector, fault_wire
+from .faults import FaultInjector, bias_outputs, fault_wire
 from .loader import LoadedModel, ModelRefused, load_model
 from .metrics import ServerMetrics
 from .protocol import InferRequest
@@ -111,7 +111,7 @@ class DataPlane:
             log.warning("the manifest has no drift reference; drift gauges are not exported")
         metrics = self.metrics
         self.batcher = AdaptiveBatcher(
-            model.run,
+            self._with_output_faults(model.run),
             batchable=model.batchable,
             max_batch_size=self.config.max_batch_size,
             max_wait_s=self.config.max_batch_wait_ms / 1000.0,
@@ -236,6 +236,19 @@ class DataPlane:
         if request.output_names is not None:
             return {n: outputs[n] for n in request.output_names}
         return outputs
+
+    def _with_output_faults(self, run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+                            ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        # Inside the batch, before the drift monitor sees the outputs: the prediction counts show the shift.
+        def faulty(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            bias = self.faults.config.output_bias
+            outputs = run(feeds)
+            if bias:
+                self.metrics.fault_injected("output_bias")
+                outputs = bias_outputs(outputs, bias)
+            return outputs
+
+        return faulty
 
     async def _inject(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # One decision from one config: a change during the sleep does not reach this request.

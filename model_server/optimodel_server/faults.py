@@ -80,7 +80,8 @@ class FaultInjector:
 # ---- wire form of runtime fault control (GET / PUT /v2/faults) -------------------------------------
 
 # wire key -> FaultConfig field
-WIRE_FIELDS: dict[str, str] = {"latencyMs": "added_latency_ms", "errorRatio": "error_ratio", "inputShift": "input_shift"}
+WIRE_FIELDS: dict[str, str] = {"latencyMs": "added_latency_ms", "errorRatio": "error_ratio", "inputShift": "input_shift",
+                               "outputBias": "output_bias"}
 
 
 def fault_wire(config: FaultConfig) -> dict[str, float]:
@@ -125,3 +126,17 @@ def parse_fault_update(body: bytes, current: FaultConfig) -> FaultConfig:
     update = {WIRE_FIELDS[key]: value for key, value in values.items()}
     # Validated again by the model itself (one source of truth for the bounds).
     return FaultConfig(**{**current.model_dump(), **update})
+
+
+def bias_outputs(outputs: dict[str, np.ndarray], bias: float) -> dict[str, np.ndarray]:
+    """``bias`` added to the first class's score of every floating-point output of two or more axes (its
+    predictions lean to class 0); other outputs are left alone."""
+    if bias == 0:
+        return outputs
+    out = {}
+    for name, array in outputs.items():
+        if array.dtype.kind == "f" and array.ndim >= 2:
+            array = array.copy()
+            array[..., 0] += np.asarray(bias, dtype=array.dtype)
+        out[name] = array
+    return out

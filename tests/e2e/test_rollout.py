@@ -4,7 +4,7 @@ live traffic through kube-proxy, the local cluster's real Prometheus scraping th
 Revision 1 serves the source model; revision 2 (another accuracy budget: a new revision) serves int8.
 (a) a good revision is promoted through every step, both revisions answering while it is a canary;
 (b) injected latency rolls the canary back; (c) a canary whose predictions differ from the stable's
-(inputs shifted inside its servers) is rolled back on prediction drift; (d) inputs drifting after
+(its servers' answers biased to class 0) is rolled back on prediction drift; (d) inputs drifting after
 promotion roll a static-int8 revision back to the float one; (e) Prometheus stopped mid-rollout holds the
 canary, which resumes when Prometheus returns; (f) the operator pod killed mid-rollout resumes at the same
 step; (g)+(h) without traffic nothing is promoted (held, saying why); then promote and abort by hand.
@@ -160,7 +160,10 @@ def test_injected_latency_rolls_the_canary_back(
         time.sleep(4)
         since = time.time()
         time.sleep(4)
-        assert set(traffic.revisions_since(since)) == {first}, "all traffic on the stable revision"
+        answered = traffic.revisions_since(since)
+        assert {k for k in answered if not k.startswith("status")} == {first}, f"all traffic on stable: {answered}"
+        failed = sum(v for k, v in answered.items() if k.startswith("status"))
+        assert failed <= 0.02 * sum(answered.values()), answered
     assert "RolledBack" in _reasons(local_cluster, namespace)
     ready = next(c for c in back["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
@@ -171,13 +174,14 @@ def test_a_canary_whose_predictions_differ_is_rolled_back(
 ) -> None:
     first = _first_revision(local_cluster, namespace, operator_in_cluster)
     with Traffic(_address(local_cluster, namespace), "digits", evaluation_rows(operator_in_cluster)):
-        # The canary's servers add 4 to every input before the model sees it: other predictions.
+        # The canary's servers add 50 to class 0's score: other predictions from the same inputs (its inputs
+        # do not drift, so only the comparison with the stable revision's predictions can tell).
         _second_revision(local_cluster, namespace, operator_in_cluster,
-                         annotations={"optimodel.io/inject-faults": "input-shift=4"})
+                         annotations={"optimodel.io/inject-faults": "output-bias=50"})
         back = _until(local_cluster, namespace, lambda s: s.get("rolloutPhase") == "RolledBack", "rolled back")
     assert back["stableRevision"] == first
     failed = {m["name"] for m in back["lastAnalysis"]["measurements"] if m["phase"] == "Failed"}
-    assert "prediction-drift" in failed, back["lastAnalysis"]
+    assert failed == {"prediction-drift"}, back["lastAnalysis"]
     assert back["lastAnalysis"]["predictionPSI"] > 0.25
 
 
@@ -249,7 +253,8 @@ def test_no_traffic_never_promotes_then_promote_and_abort_by_hand(
 ) -> None:
     first = _first_revision(local_cluster, namespace, operator_in_cluster)
     _second_revision(local_cluster, namespace, operator_in_cluster)
-    held = _until(local_cluster, namespace, lambda s: s.get("rolloutReason") == "AnalysisNoData", "holding without data")
+    held = _until(local_cluster, namespace, lambda s: _canary(s) and s.get("rolloutReason") == "AnalysisNoData",
+                  "the canary holding without data")
     time.sleep(10)  # five more analyses without a request
     still = _status(local_cluster, namespace)
     assert still["rolloutPhase"] == "Canary" and still["canaryWeight"] == held["canaryWeight"]

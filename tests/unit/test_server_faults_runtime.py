@@ -31,7 +31,7 @@ INFER = "/v2/models/mlp/infer"
 FAULTS = "/v2/faults"
 BASE = {"model": "mlp", "revision": "r3", "pool": "cpu"}
 # Startup faults: small, so requests stay fast, but not the defaults, so GET shows they came from the flags.
-STARTUP = {"latencyMs": 1.0, "errorRatio": 0.0, "inputShift": 0.5}
+STARTUP = {"latencyMs": 1.0, "errorRatio": 0.0, "inputShift": 0.5, "outputBias": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_put_error_ratio_one_fails_requests_and_counts_them_then_zeros_restore_s
     ]:
         assert _count(after, name, **labels) == _count(before, name, **labels) + 1, name
 
-    zeros = {"latencyMs": 0, "errorRatio": 0, "inputShift": 0}
+    zeros = {"latencyMs": 0, "errorRatio": 0, "inputShift": 0, "outputBias": 0}
     response = client.put(FAULTS, json=zeros)
     assert response.status_code == 200 and response.json() == zeros
     assert plane.faults.enabled is False
@@ -252,8 +252,8 @@ def test_each_change_is_logged_old_to_new(on: tuple, caplog: pytest.LogCaptureFi
     [record] = [r for r in caplog.records if "fault injection changed" in r.getMessage()]
     assert record.levelno == logging.INFO
     assert record.getMessage() == (
-        "fault injection changed: {'latencyMs': 1.0, 'errorRatio': 0.0, 'inputShift': 0.5}"
-        " -> {'latencyMs': 1.0, 'errorRatio': 0.25, 'inputShift': 0.5}"
+        "fault injection changed: {'latencyMs': 1.0, 'errorRatio': 0.0, 'inputShift': 0.5, 'outputBias': 0.0}"
+        " -> {'latencyMs': 1.0, 'errorRatio': 0.25, 'inputShift': 0.5, 'outputBias': 0.0}"
     )
 
 
@@ -295,7 +295,7 @@ def test_parse_fault_update_merges_a_subset_and_keeps_the_seed() -> None:
     assert parse_fault_update(b"{}", current) == current
     updated = parse_fault_update(b'{"errorRatio": 0, "latencyMs": 600000}', current)
     assert updated == FaultConfig(added_latency_ms=600_000, error_ratio=0, input_shift=1.0, seed=9)
-    assert fault_wire(updated) == {"latencyMs": 600000.0, "errorRatio": 0.0, "inputShift": 1.0}
+    assert fault_wire(updated) == {"latencyMs": 600000.0, "errorRatio": 0.0, "inputShift": 1.0, "outputBias": 0.0}
     # One bound for startup flags and runtime changes; non-finite values are refused at startup too.
     with pytest.raises(ValueError):
         FaultConfig(added_latency_ms=600_001)
@@ -330,7 +330,7 @@ def test_real_process_takes_the_control_from_its_environment_and_logs_changes(ar
                 pass
             time.sleep(0.1)
         with httpx.Client(base_url=base, timeout=10) as http:
-            assert http.get(FAULTS).json() == {"latencyMs": 0.0, "errorRatio": 0.0, "inputShift": 0.0}
+            assert http.get(FAULTS).json() == {"latencyMs": 0.0, "errorRatio": 0.0, "inputShift": 0.0, "outputBias": 0.0}
             assert http.post(INFER, json=infer_body()).status_code == 200
             assert http.put(FAULTS, json={"errorRatio": 1}).status_code == 200
             assert http.post(INFER, json=infer_body()).status_code == 500
@@ -346,5 +346,16 @@ def test_real_process_takes_the_control_from_its_environment_and_logs_changes(ar
             process.kill()
             output, _ = process.communicate()
     assert "FAULT CONTROL IS ON" in output
-    assert "fault injection changed: {'latencyMs': 0.0, 'errorRatio': 0.0, 'inputShift': 0.0} -> " \
-           "{'latencyMs': 0.0, 'errorRatio': 1.0, 'inputShift': 0.0}" in output
+    assert "fault injection changed: {'latencyMs': 0.0, 'errorRatio': 0.0, 'inputShift': 0.0, 'outputBias': 0.0} -> " \
+           "{'latencyMs': 0.0, 'errorRatio': 1.0, 'inputShift': 0.0, 'outputBias': 0.0}" in output
+
+
+def test_an_output_bias_moves_the_predicted_classes_to_the_first() -> None:
+    from optimodel_server.faults import bias_outputs
+
+    scores = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]], dtype=np.float32)
+    biased = bias_outputs({"logits": scores, "ids": np.array([1, 2])}, 5.0)
+    assert biased["logits"].argmax(axis=1).tolist() == [0, 0]
+    assert scores.argmax(axis=1).tolist() == [1, 0], "the model's own outputs are not changed in place"
+    assert biased["ids"].tolist() == [1, 2], "non-float outputs are left alone"
+    assert parse_fault_update(b'{"outputBias": 3}', FaultConfig()).output_bias == 3.0

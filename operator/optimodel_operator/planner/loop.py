@@ -291,7 +291,7 @@ def parse_faults(text: str | None) -> dict[str, str]:
 
 
 # `control=true` lets a benchmark change the faults of running servers (PUT /v2/faults) at a known instant.
-FAULT_KEYS = ("latency-ms", "error-ratio", "input-shift", "seed", "control")
+FAULT_KEYS = ("latency-ms", "error-ratio", "input-shift", "output-bias", "seed", "control")
 
 
 def _served(observed: Observed) -> list[Served]:
