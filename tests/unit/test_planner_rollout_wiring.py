@@ -268,3 +268,18 @@ def test_fault_annotation_reaches_the_current_revisions_servers_only() -> None:
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env == [{"name": "OPTIMODEL_SERVER_FAULT_LATENCY_MS", "value": "150"}]
     assert len(prep.actions.apply) == 3, "the model's and the pool's Services, and the new revision's Deployment"
+
+
+def test_an_unreadable_status_field_does_not_reset_the_rollout() -> None:
+    from optimodel_operator.planner.status import read_status
+
+    spec = rollout_spec()
+    cluster = promoted_first(spec)
+    stable = cluster.status["stableRevision"]
+    cluster.status["lastAnalysis"] = {"verdict": "Maybe"}  # written by something else, unreadable
+    assert read_status(cluster.status).stable_revision == stable
+    changed = second(spec, cluster)
+    cluster.reconcile(changed)
+    start = cluster.reconcile(changed, advance_s=3)
+    assert start.status["rolloutPhase"] == "Canary", "a canary next to the stable revision, not a blind promotion"
+    assert stable[:8] in cluster.replicas()

@@ -27,9 +27,16 @@ _FALSE = ConditionStatus.FALSE
 
 
 def read_status(raw: Mapping[str, Any]) -> OptimizedModelStatus:
-    """The stored status, or an empty one when it cannot be read (it is then rewritten whole)."""
+    """The stored status; a field that cannot be read is dropped (and rewritten), the others kept.
+
+    Field by field, not all or nothing: the rollout resumes from status, and an empty one would take the
+    spec's revision for the first (promoted without a canary, the serving revision's Deployments removed)."""
     try:
         return OptimizedModelStatus.model_validate(dict(raw))
+    except ValidationError as error:
+        unreadable = {str(e["loc"][0]) for e in error.errors() if e.get("loc")}
+    try:
+        return OptimizedModelStatus.model_validate({k: v for k, v in raw.items() if k not in unreadable})
     except ValidationError:
         return OptimizedModelStatus()
 
