@@ -3,8 +3,9 @@
 A replica acts (runs kopf) only while it holds the Lease; it renews the Lease every `renew_s`, and another
 replica takes it over only once it has not been renewed for `lease_s`. A holder that cannot renew within
 `lease_s` (network partition, API server away) stops acting by exiting, so two replicas never act at once
-for longer than the clock skew between them. kopf's own peering does not do this: replicas of equal priority
-all act (it only warns), so it cannot give one acting replica.
+for longer than the clock skew between them. kopf's own peering does not do this: seeing peers of equal
+priority it pauses every one of them, itself included, and a Deployment's identical pods have no distinct
+priorities to give.
 
 `decide` is the pure part (tested without a cluster); `Lease` does the API calls.
 """
