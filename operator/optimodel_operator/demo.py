@@ -189,9 +189,10 @@ def watch_rollout(cluster: LocalCluster, namespace: str, name: str, traffic: Any
         resource = _get(cluster, namespace, name) or {}
         status = resource.get("status") or {}
         current = status.get("observedGeneration") == (resource.get("metadata") or {}).get("generation")
+        said = status.get("rolloutMessage") or status.get("message") or ""
         line = (f"{status.get('phase')}: {status.get('rolloutPhase') or '-'}"
                 + (f" {status['canaryWeight']}%" if status.get("canaryWeight") is not None else "")
-                + f" | {status.get('rolloutMessage') or status.get('message') or ''}")
+                + f" | {said if len(said) <= 240 else said[:240] + '…'}")
         if line != last:
             answered = traffic.revisions_since(since)
             since = time.time()

@@ -265,7 +265,9 @@ def test_fault_annotation_reaches_the_current_revisions_servers_only() -> None:
     cluster.annotations = {"optimodel.io/inject-faults": "latency-ms=150, bogus=1"}
     prep = cluster.reconcile(changed)
     (deployment,) = [d for d in prep.actions.apply if d["kind"] == "Deployment"]
-    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][container["args"].index("--shutdown-delay-s") + 1] == "3", "drains before it goes"
+    env = container["env"]
     assert env == [{"name": "OPTIMODEL_SERVER_FAULT_LATENCY_MS", "value": "150"}]
     assert len(prep.actions.apply) == 3, "the model's and the pool's Services, and the new revision's Deployment"
 

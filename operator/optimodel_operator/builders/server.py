@@ -21,6 +21,7 @@ from optimodel_operator.planner.naming import (
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
 
 CACHE_DIR = "/var/lib/optimodel/server-cache"
+SHUTDOWN_DELAY_S = 3
 
 
 def deployment_name(view: ResourceView, pool: str, revision: str) -> str:
@@ -81,6 +82,10 @@ def build_server_deployment(
             # Drift gauges and prediction counts published every second, so an analysis window of a few
             # seconds sees them move (the default 5 s would leave short windows empty).
             "--drift-interval-s", "1",
+            # On SIGTERM (a scale-down at a canary step, a rollback) the server turns not-ready at once and
+            # keeps its listener open this long, while the endpoints and kube-proxy let go of it: without
+            # it, connections routed to a pod that is going away were refused (seen at every step).
+            "--shutdown-delay-s", str(SHUTDOWN_DELAY_S),
         ],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         # Ready only once the artifact is verified (sha256) and loaded: the server answers 503 until then.
