@@ -221,7 +221,11 @@ class DataPlane:
         """Outputs for one request, or a domain error."""
         self._check_name(name, version)
         batcher = self.batcher
-        if self.state is not ModelState.READY or batcher is None or self.loaded is None:
+        # Still answered while stopping: readiness is already false, but until the endpoints and kube-proxy let
+        # go of this pod (the shutdown delay) requests keep arriving, and a 503 would count against the
+        # revision in the rollout's error rate (a false rollback was seen from exactly that).
+        serving = self.state is ModelState.READY or self.state is ModelState.STOPPING
+        if not serving or batcher is None or self.loaded is None:
             raise ModelNotReady(f"model {name!r} is not ready ({self.state.value}: {self.state_reason})")
         model = self.loaded.model
         model.check_inputs(request.inputs)

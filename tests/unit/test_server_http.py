@@ -193,3 +193,17 @@ def test_metrics_are_scraped_and_parsed(served: tuple) -> None:
     info = [s for samples in after.values() for s in samples if s.name == "optimodel_revision_info"]
     assert info and info[0].labels["variant"] == "mlp" and info[0].labels["provider"] == "cpu"
     assert len(info[0].labels["sha256"]) == 64
+
+
+def test_while_stopping_it_is_not_ready_but_still_answers(tmp_path: Path) -> None:
+    # Between SIGTERM and the listener closing (the shutdown delay) kube-proxy may still route here: those
+    # requests are answered, not refused with a 503 that would count against the revision's error rate.
+    uri = write_sample_artifact(str(tmp_path / "store"), hidden=8)
+    client, plane, _ = make_client(uri, tmp_path, drift_interval_s=60)
+    try:
+        plane.begin_shutdown()
+        assert client.get("/v2/health/ready").status_code == 503
+        answer = client.post(INFER, json=infer_body(rows=2))
+        assert answer.status_code == 200, answer.text
+    finally:
+        client.__exit__(None, None, None)
