@@ -110,8 +110,10 @@ class DataPlane:
         elif self.config.drift_enabled:
             log.warning("the manifest has no drift reference; drift gauges are not exported")
         metrics = self.metrics
+        # The output-bias wrapper only where a fault can bias outputs: at start, or later through fault control.
+        faulty = self.config.fault_control or self.config.faults.output_bias != 0
         self.batcher = AdaptiveBatcher(
-            self._with_output_faults(model.run),
+            self._with_output_faults(model.run) if faulty else model.run,
             batchable=model.batchable,
             max_batch_size=self.config.max_batch_size,
             max_wait_s=self.config.max_batch_wait_ms / 1000.0,

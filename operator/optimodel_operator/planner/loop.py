@@ -54,6 +54,7 @@ from optimodel_operator.planner.rollout import (
     RolloutState,
     Wanted,
     command_from_annotations,
+    route_weights,
     step,
 )
 from optimodel_operator.planner.serving import (
@@ -358,7 +359,8 @@ def _plan_rollout(view: ResourceView, spec: OptimizedModelSpec, previous: Optimi
         state.stable_revision == revision) or (
         state.revision == revision and (state.generation or 0) >= view.generation)
     has_stable = state.stable_revision is not None and state.stable_revision != revision
-    prep = first_step_replicas(rollout, spec.node_pools, has_stable) if builds is not None and not known else None
+    prep = first_step_replicas(rollout, spec.node_pools, has_stable, gateway) \
+        if builds is not None and not known else None
 
     def ready_at(replicas: Mapping[str, int]) -> bool:
         for pool in spec.node_pools:
@@ -432,9 +434,9 @@ def _plan_rollout(view: ResourceView, spec: OptimizedModelSpec, previous: Optimi
         canary_rev = new.revision if new.phase == RolloutPhase.CANARY and new.revision else stable_rev
         apply.append(build_revision_service(view, stable_service, stable_rev, config))
         apply.append(build_revision_service(view, canary_service, canary_rev, config))
-        canary_weight = traffic.get(canary_rev, 0) if canary_rev != stable_rev else 0
+        canary_weight, stable_weight = route_weights(traffic.get(canary_rev, 0) if canary_rev != stable_rev else 0)
         routes.append(RouteWeights(rollout.traffic_routing.gateway_api.http_route, stable_service,
-                                   100 - canary_weight, canary_service, canary_weight))
+                                   stable_weight, canary_service, canary_weight))
     return _RolloutPart(decision, state, wanted_replicas,
                         builds is not None and wanted_replicas is not None and ready_at(wanted_replicas),
                         in_rollout, apply, scale, delete, routes, ask, last)

@@ -95,12 +95,11 @@ def replicas_for(state: RolloutState, pools: Sequence[NodePool], gateway: bool) 
     return out
 
 
-def first_step_replicas(rollout: Rollout, pools: Sequence[NodePool], has_stable: bool) -> dict[str, int]:
+def first_step_replicas(rollout: Rollout, pools: Sequence[NodePool], has_stable: bool,
+                        gateway: bool) -> dict[str, int]:
     """Replicas a new revision starts with before its canary begins: its share of the first step next to a
-    stable revision, every replica when it is the first revision."""
-    if not has_stable:
-        return {p.name: p.replicas for p in pools}
-    if rollout.traffic_routing is not None and rollout.traffic_routing.gateway_api is not None:
+    stable revision, every replica when it is the first revision or a Gateway API route splits the traffic."""
+    if not has_stable or gateway:
         return {p.name: p.replicas for p in pools}
     return {p.name: replica_split(p.replicas, rollout.steps[0])[0] for p in pools}
 
