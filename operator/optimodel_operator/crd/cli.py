@@ -1,4 +1,4 @@
-"""`optimodel crd generate | check | print`: the CRD files from the API types."""
+"""`optimodel crd generate | check | print`: the CRD files and the spec reference page from the API types."""
 
 from __future__ import annotations
 
@@ -15,27 +15,31 @@ RootOption = typer.Option(None, "--root", help="Repository root (default: neares
 
 @app.command()
 def generate(root: Path | None = RootOption) -> None:
-    """Write crds/ and the chart's copy from the pydantic types."""
+    """Write crds/, the chart's copy and docs/reference/optimizedmodel.md from the pydantic types."""
     from optimodel_operator.crd.files import find_repo_root
     from optimodel_operator.crd.files import generate as write_files
+    from optimodel_operator.crd.reference import write_reference
 
-    for path in write_files(root or find_repo_root(Path.cwd())):
+    repo = root or find_repo_root(Path.cwd())
+    for path in [*write_files(repo), write_reference(repo)]:
         typer.echo(f"wrote {path}")
 
 
 @app.command()
 def check(root: Path | None = RootOption) -> None:
-    """Exit non-zero when the committed CRD files differ from what the types generate."""
+    """Exit non-zero when the committed CRD files or the spec reference differ from what the types generate."""
     from optimodel_operator.crd.files import check as find_drift
     from optimodel_operator.crd.files import find_repo_root
+    from optimodel_operator.crd.reference import check_reference
 
-    drifts = find_drift(root or find_repo_root(Path.cwd()))
+    repo = root or find_repo_root(Path.cwd())
+    drifts = [*find_drift(repo), *check_reference(repo)]
     for drift in drifts:
         _err.print(drift.diff, markup=False, highlight=False)
     if drifts:
-        _err.print(f"[red]{len(drifts)} CRD file(s) drifted from the API types; run `optimodel crd generate`.[/red]")
+        _err.print(f"[red]{len(drifts)} generated file(s) drifted from the API types; run `optimodel crd generate`.[/red]")
         raise typer.Exit(1)
-    typer.echo("CRD files match the API types.")
+    typer.echo("CRD files and the spec reference match the API types.")
 
 
 @app.command("print")
