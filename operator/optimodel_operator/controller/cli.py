@@ -21,6 +21,9 @@ def run(
     leader_elect: bool = typer.Option(
         False, "--leader-elect", help="Act only while holding the Lease optimodel-operator in the operator's "
         "namespace (POD_NAMESPACE); other replicas stand by. For more than one replica."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=1, max=65535,
+        help="Serve Prometheus metrics (per-model phase, rollout, verdicts) on this port at /metrics."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Run the operator until interrupted (uses KUBECONFIG, or the in-cluster service account)."""
@@ -31,6 +34,11 @@ def run(
     if artifacts:
         os.environ["OPTIMODEL_DEFAULT_ARTIFACTS"] = artifacts
     kopf.configure(verbose=verbose)
+    if metrics_port is not None:
+        from optimodel_operator.controller import metrics
+
+        # Before the Lease: a standby answers scrapes too (with no model series), so it is never "down".
+        metrics.serve(metrics_port)
     if leader_elect:
         _hold_the_lease(liveness)
     kopf.run(

@@ -27,7 +27,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
-from optimodel_operator.controller import analysis, kube, store
+from optimodel_operator.controller import analysis, kube, metrics, store
 from optimodel_operator.controller.settings import planner_config, prometheus_timeout_s, prometheus_url
 from optimodel_operator.controller.wakeups import Wakeups
 from optimodel_operator.planner.naming import LABEL_MANAGED_BY, MANAGED_BY
@@ -88,6 +88,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
         fresh = kube.read_model(api, namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             _wakeups.cancel(namespace, name)
+            metrics.MODELS.forget(namespace, name)
             return reconcile(ResourceView.from_body(body), _now(), planner_config())
         view = ResourceView.from_body(fresh)
         config = planner_config()
@@ -105,6 +106,8 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
         changes = kube.apply_actions(api, namespace, decision.actions)
         if decision.status_patch:
             kube.patch_status(api, namespace, name, decision.status_patch)
+        # The operator's metrics come from the status just decided (the whole of it, written or unchanged).
+        metrics.MODELS.observe(namespace, name, fresh.get("spec") or {}, decision.status)
         for verb, kind, child in changes:
             if verb == "Missing":
                 kube.post_event(api, fresh, "Warning", "HTTPRouteMissing",
@@ -146,6 +149,14 @@ def reconcile_on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     if decision.permanent_error:
         # Not retried: only a spec change (a new update event) can fix it; the status says why.
         raise kopf.PermanentError(decision.permanent_error)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def model_event(event: kopf.RawEvent, **_: Any) -> None:
+    # No reconcile runs for a deleted model (no finalizer, on purpose): its metrics are dropped here.
+    if event.get("type") == "DELETED":
+        meta = event["object"].get("metadata", {})
+        metrics.MODELS.forget(meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _owner_name(body: kopf.Body) -> str | None:
