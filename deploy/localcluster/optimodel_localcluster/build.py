@@ -6,6 +6,8 @@ hash, so a second `dev up` starts in seconds and a bumped pin rebuilds.
 
 CoreDNS (the cluster DNS) is a module of its own in `gobuild-coredns/` (it needs a newer client-go than
 the pinned Kubernetes release); it is built the same way into `~/.cache/optimodel/coredns/<version>/bin/`.
+Helm v3 (the chart's tests, `optimodel demo`) likewise, from `gobuild-helm/` into
+`~/.cache/optimodel/helm/<version>/bin/helm`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .paths import COREDNS_VERSION, KUBERNETES_VERSION, GoBuildError, cache_root
+from .paths import COREDNS_VERSION, HELM_VERSION, KUBERNETES_VERSION, GoBuildError, cache_root
 
 GOBUILD_DIR = Path(__file__).with_name("gobuild")
 COREDNS_GOBUILD_DIR = Path(__file__).with_name("gobuild-coredns")
+HELM_GOBUILD_DIR = Path(__file__).with_name("gobuild-helm")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
 # `go build tool` names a binary after its package's last path element; etcd's main package is
 # go.etcd.io/etcd/server/v3, so it comes out as "server".
@@ -33,6 +36,14 @@ def binaries_dir(version: str = KUBERNETES_VERSION) -> Path:
 
 def coredns_binaries_dir(version: str = COREDNS_VERSION) -> Path:
     return cache_root() / "coredns" / version / "bin"
+
+
+def helm_binaries_dir(version: str = HELM_VERSION) -> Path:
+    return cache_root() / "helm" / version / "bin"
+
+
+def helm_binary() -> Path:
+    return helm_binaries_dir() / "helm"
 
 
 def _module_hash(module_dir: Path = GOBUILD_DIR) -> str:
@@ -57,9 +68,11 @@ def _is_built(bin_dir: Path, module_dir: Path, binaries: tuple[str, ...]) -> boo
 
 
 def is_built(version: str = KUBERNETES_VERSION) -> bool:
-    """Kubernetes, etcd and CoreDNS are all in the cache, built from the current pins."""
-    return _is_built(binaries_dir(version), GOBUILD_DIR, BINARIES) and _is_built(
-        coredns_binaries_dir(), COREDNS_GOBUILD_DIR, ("coredns",)
+    """Kubernetes, etcd, CoreDNS and Helm are all in the cache, built from the current pins."""
+    return (
+        _is_built(binaries_dir(version), GOBUILD_DIR, BINARIES)
+        and _is_built(coredns_binaries_dir(), COREDNS_GOBUILD_DIR, ("coredns",))
+        and _is_built(helm_binaries_dir(), HELM_GOBUILD_DIR, ("helm",))
     )
 
 
@@ -81,7 +94,7 @@ def build(
     version: str = KUBERNETES_VERSION,
     on_output: Callable[[str], None] | None = None,
 ) -> Path:
-    """Build (or reuse) the control-plane binaries and CoreDNS; returns the control plane's directory."""
+    """Build (or reuse) the control-plane binaries, CoreDNS and Helm; returns the control plane's directory."""
     bin_dir = binaries_dir(version)
     if not _is_built(bin_dir, GOBUILD_DIR, BINARIES):
         _go_build(GOBUILD_DIR, bin_dir, ["tool"], BINARIES, _ldflags(version), on_output)
@@ -89,6 +102,11 @@ def build(
     if not _is_built(coredns_dir, COREDNS_GOBUILD_DIR, ("coredns",)):
         _go_build(COREDNS_GOBUILD_DIR, coredns_dir, ["-o", f"{coredns_dir.with_name('bin.partial')}/coredns", "."],
                   ("coredns",), "-s -w", on_output)
+    helm_dir = helm_binaries_dir()
+    if not _is_built(helm_dir, HELM_GOBUILD_DIR, ("helm",)):
+        # The version stamp `helm version` prints (and that charts' kubeVersion checks see through it).
+        ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
+        _go_build(HELM_GOBUILD_DIR, helm_dir, ["tool"], ("helm",), ldflags, on_output)
     return bin_dir
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.36.3"
 # Keep in step with gobuild-coredns/go.mod (a unit test checks they agree).
 COREDNS_VERSION = "v1.15.0"
+# Helm v3 (gobuild-helm/go.mod pins the same version).
+HELM_VERSION = "v3.22.0"
 
 
 class LocalClusterError(RuntimeError):

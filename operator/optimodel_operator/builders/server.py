@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from optimodel_operator.api.nodepools import GPU_RESOURCE, NodePool
-from optimodel_operator.builders.common import Manifest, base_labels, host_path_volumes, metadata, restricted_security_context
+from optimodel_operator.api.spec import ArtifactStore
+from optimodel_operator.builders.common import (
+    Manifest,
+    base_labels,
+    host_path_volumes,
+    metadata,
+    restricted_security_context,
+    store_credentials_env,
+)
 from optimodel_operator.planner.naming import (
     ANNOTATION_ARTIFACT_SHA256,
     ANNOTATION_DRIFT_PROFILED,
@@ -52,10 +60,11 @@ def fault_env(faults: Mapping[str, str] | None) -> list[Manifest]:
 def build_server_deployment(
     view: ResourceView, pool: NodePool, revision: str, variant: str, manifest_uri: str, sha256: str,
     config: PlannerConfig, *, replicas: int | None = None, variant_kind: str | None = None,
-    faults: Mapping[str, str] | None = None, drift_profiled: bool = False,
+    faults: Mapping[str, str] | None = None, drift_profiled: bool = False, artifacts: ArtifactStore | None = None,
 ) -> Manifest:
     """`replicas`: the pool's replicas unless the rollout says otherwise (a canary's share, 0 when off
-    traffic). `variant_kind`: source, quantize, convert, prune or distill (drift rollbacks read it back)."""
+    traffic). `variant_kind`: source, quantize, convert, prune or distill (drift rollbacks read it back).
+    `artifacts`: the spec's store, for the credentials the server reads an object store with."""
     labels = pod_labels(view, pool.name, revision, variant)
     selector = {k: labels[k] for k in (LABEL_MODEL, LABEL_POOL, LABEL_REVISION)}
     volumes, mounts = host_path_volumes([manifest_uri], prefix="store")
@@ -70,7 +79,7 @@ def build_server_deployment(
     port = config.server_port
     container: Manifest = {
         "name": "server",
-        "image": config.server_image,
+        "image": config.server_gpu_image if pool.execution_provider.needs_gpu else config.server_image,
         "args": [
             "--manifest", manifest_uri,
             "--model-name", view.name,
@@ -108,7 +117,7 @@ def build_server_deployment(
         pod_spec["nodeSelector"] = dict(pool.node_selector)
     if pool.tolerations:
         pod_spec["tolerations"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in pool.tolerations]
-    env = fault_env(faults)
+    env = [*store_credentials_env(artifacts), *fault_env(faults)]
     if env:
         container["env"] = env
     annotations = {ANNOTATION_MANIFEST: manifest_uri, ANNOTATION_ARTIFACT_SHA256: sha256}

@@ -40,6 +40,8 @@ class PlannerConfig:
     default_artifacts_uri: str | None = None
     job_image: str = "optimodel/jobs:dev"
     server_image: str = "optimodel/server:dev"
+    server_gpu_image: str = "optimodel/server-gpu:dev"
+    """Image of servers on pools whose execution provider needs a GPU (onnxruntime-gpu instead of onnxruntime)."""
     job_cpu: str = "1"
     """CPU request and limit of an optimization Job (its latency figures are measured under it)."""
     job_memory: str = "4Gi"

@@ -60,6 +60,8 @@ def _default_entrypoints() -> dict[str, list[str]]:
     # Image repository (registry and tag stripped) -> the command its container would run.
     return {
         "optimodel/server": ["python", "-m", "optimodel_server"],
+        # The gpu pools' image (onnxruntime-gpu in a real image); here, the same server on the host.
+        "optimodel/server-gpu": ["python", "-m", "optimodel_server"],
         "optimodel/model-server": ["python", "-m", "optimodel_server"],
         "optimodel/jobs": ["python", "-m", "optimodel_jobs"],
         "optimodel/optimizer": ["python", "-m", "optimodel_jobs"],
