@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from . import components, gateway_api
+from . import prometheus_operator_crds, prometheus_rules
 from .build import binaries_dir, build, coredns_binaries_dir, is_built
 from .components import ControlPlaneConfig
 from .paths import KUBERNETES_VERSION, LocalClusterError, Ports, StateLayout, default_state_dir
@@ -108,6 +109,7 @@ class LocalCluster:
         build(on_output=build_output)
         # Fetched before the start deadline runs: the first time, it comes over the network.
         gateway_api.fetch(report=report)
+        prometheus_operator_crds.fetch(report=report)
         prometheus = shutil.which("prometheus")
         if prometheus is None:
             raise LocalClusterError(
@@ -126,6 +128,7 @@ class LocalCluster:
             raise LocalClusterError(f"cannot prepare the pod network: {error}") from error
         report("certificates and kubeconfigs")
         self._write_credentials()
+        prometheus_rules.write(prometheus_rules.rules_path(self.layout.root))
         (self.layout.root / "prometheus.yml").write_text(
             yaml.safe_dump(components.prometheus_config(self.config), sort_keys=False)
         )
@@ -138,6 +141,8 @@ class LocalCluster:
         self.kubectl("apply", "-f", "-", input=components.KUBE_DNS_SERVICE)
         self.kubectl("apply", "-f", "-", input=components.prometheus_service(self.config))
         gateway_api.install(self.kubectl, report=report, timeout=max(deadline - time.monotonic(), 30))
+        prometheus_operator_crds.install(self.kubectl, report=report,
+                                         timeout=max(deadline - time.monotonic(), 30))
         self._ensure("kube-controller-manager", components.controller_manager_argv(self.config),
                      self.ports.controller_manager, report, deadline)
         self._ensure("kube-scheduler", components.scheduler_argv(self.config), self.ports.scheduler,
@@ -151,6 +156,10 @@ class LocalCluster:
                      deadline)
         self._ensure("prometheus", components.prometheus_argv(self.config, prometheus),
                      self.ports.prometheus, report, deadline)
+        # A Prometheus kept running reads the configuration and rules just written only when told to.
+        reloaded = httpx.post(f"{self.prometheus_url}/-/reload", timeout=30)
+        if reloaded.status_code != 200:
+            raise LocalClusterError(f"Prometheus refused its configuration or rules: {reloaded.text.strip()}")
         report("waiting for the nodes to be Ready and the default ServiceAccount to exist")
         self._wait(lambda: self._nodes_ready() and self._default_service_account(), deadline,
                    "nodes Ready and default ServiceAccount", "node-agent")

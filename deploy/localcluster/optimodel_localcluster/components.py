@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from . import prometheus_rules
 from .paths import Ports, StateLayout
 from .pki import CertificateRequest
 
@@ -365,10 +366,15 @@ def prometheus_config(cfg: ControlPlaneConfig, scrape_interval: str = "1s") -> d
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                    "scrape_timeout": scrape_interval},
+        # optimodel's alerts (prometheus_rules: the chart's rule file, written by `up`).
+        "rule_files": [str(prometheus_rules.rules_path(cfg.layout.root))],
         "scrape_configs": [
             {
                 "job_name": "kubernetes-pods",
                 "file_sd_configs": [{"files": [str(prometheus_targets_file(cfg))], "refresh_interval": "5s"}],
+                # The operator's series carry the model's `namespace`, which must win over its pod's
+                # (as the chart's ServiceMonitor says with honorLabels); model servers export no such label.
+                "honor_labels": True,
             }
         ],
     }
