@@ -2,7 +2,7 @@
 
 The local cluster up (built on first use, with its progress shown), the CRD installed, the zoo's
 digits model published where pods read it, the operator installed into the cluster as users install
-it (its Deployment, ServiceAccount and RBAC from deploy/kustomize), the example applied; then the
+it (`helm upgrade --install` of charts/optimodel), the example applied; then the
 progress of the optimization Jobs and the deployment, the table of variants and what each pool
 serves, and one request answered through the model's Service. Everything stays running afterwards;
 `optimodel dev down` stops it all.
@@ -29,7 +29,9 @@ from optimodel_operator.examples import EXAMPLES, publish
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXAMPLE = EXAMPLES / "digits.yaml"
 CRD_DIR = REPO_ROOT / "crds"
-OPERATOR_KUSTOMIZATION = REPO_ROOT / "deploy" / "kustomize" / "overlays" / "local"
+CHART = REPO_ROOT / "charts" / "optimodel"
+LOCAL_VALUES = REPO_ROOT / "deploy" / "helm" / "local-cluster-values.yaml"
+HELM_RELEASE = "optimodel"
 OPERATOR_NAMESPACE = "optimodel-system"
 OPERATOR_DEPLOYMENT = "optimodel-operator"
 
@@ -38,18 +40,41 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def install_operator(cluster: LocalCluster, report: Any = console.print, timeout: int = 180) -> None:
-    """The operator as a Deployment in the cluster, from the kustomize overlay the tests use too."""
+    """The operator as users install it: `helm upgrade --install` of charts/optimodel (Helm built from the Go
+    module proxy), with the local cluster's values."""
     legacy = cluster.process("operator")
     if legacy.is_running():  # an operator left as a local process by an older demo would act twice
         legacy.stop()
-    for line in cluster.kubectl("apply", "-k", str(OPERATOR_KUSTOMIZATION)).stdout.strip().splitlines():
-        report(line)
-    cluster.kubectl("scale", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE, "--replicas=1")
+    _remove_kustomize_install(cluster, report)
+    result = cluster.helm(
+        "upgrade", "--install", HELM_RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+        "--values", str(LOCAL_VALUES), "--wait", f"--timeout={timeout}s", timeout=timeout + 30,
+    )
+    report(next((line for line in result.stdout.splitlines() if line.startswith("STATUS")), result.stdout.strip()))
     # The local cluster's pods run this checkout's code as it was when they started: a new pod picks up
     # what changed since (a real install changes the image instead).
     cluster.kubectl("rollout", "restart", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE)
     cluster.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE,
                     f"--timeout={timeout}s", timeout=timeout + 20)
+
+
+def _remove_kustomize_install(cluster: LocalCluster, report: Any) -> None:
+    """An operator applied from deploy/kustomize by an older demo has the chart's names but not Helm's
+    ownership, which Helm refuses to take over: remove its objects (the CRD and the models stay)."""
+    found = cluster.kubectl("get", "deployment", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE, "-o", "json",
+                            check=False)
+    if found.returncode != 0:
+        return
+    labels = json.loads(found.stdout)["metadata"].get("labels") or {}
+    if labels.get("app.kubernetes.io/managed-by") == "Helm":
+        return
+    report("removing the operator installed with kustomize by an earlier demo (Helm takes over)")
+    cluster.kubectl("delete", "-n", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait=true",
+                    f"deployment/{OPERATOR_DEPLOYMENT}", f"configmap/{OPERATOR_DEPLOYMENT}",
+                    f"serviceaccount/{OPERATOR_DEPLOYMENT}", f"role/{OPERATOR_DEPLOYMENT}-leader-election",
+                    f"rolebinding/{OPERATOR_DEPLOYMENT}-leader-election")
+    cluster.kubectl("delete", "--ignore-not-found", f"clusterrole/{OPERATOR_DEPLOYMENT}",
+                    f"clusterrolebinding/{OPERATOR_DEPLOYMENT}")
 
 
 def _get(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from . import components, gateway_api
+from .helm import Helm
 from . import prometheus_operator_crds, prometheus_rules
 from .build import binaries_dir, build, coredns_binaries_dir, is_built
 from .components import ControlPlaneConfig
@@ -88,6 +89,11 @@ class LocalCluster:
     @property
     def prometheus_url(self) -> str:
         return f"http://{components.BRIDGE_ADDRESS}:{self.ports.prometheus}"
+
+    @property
+    def helm(self) -> Helm:
+        """Helm (built from the Go module proxy) against this cluster."""
+        return Helm(self.kubeconfig, self.layout.root / "helm")
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
