@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from optimodel_operator.api.common import ApiModel, CelRule, Name, Uri
 from optimodel_operator.api.nodepools import AUTO_VARIANT, SOURCE_VARIANT, NodePools
@@ -19,8 +19,15 @@ class SecretReference(ApiModel):
     """A Secret in the resource's namespace."""
 
     name: Name
-    """Secret name; its keys become environment variables of the optimization Jobs and servers
-    (e.g. AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS_JSON)."""
+    """Secret name."""
+
+
+# The keys of a credentials Secret, under the names botocore (s3fs) reads from the environment. The
+# first two are required: a Secret without them leaves the pods in CreateContainerConfigError.
+S3_REQUIRED_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_OPTIONAL_KEYS = ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+ENDPOINT_URL_PATTERN = r"^https?://[^\s/]+(/[^\s]*)?$"
+EndpointUrl = Annotated[str, StringConstraints(pattern=ENDPOINT_URL_PATTERN, min_length=8, max_length=2048)]
 
 
 class ArtifactStore(ApiModel):
@@ -29,7 +36,13 @@ class ArtifactStore(ApiModel):
     uri: Uri
     """Base location (absolute path, file://, s3:// or gs://); each artifact goes below it by content hash."""
     credentials: SecretReference | None = None
-    """Secret holding the store's credentials."""
+    """Secret with the S3 credentials the optimization Jobs and the model servers read the source and the
+    datasets and read and write the store with: keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, optionally
+    AWS_SESSION_TOKEN, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL (an S3-compatible store's URL). The pods get
+    them by reference (secretKeyRef); the operator never reads the Secret."""
+    endpoint_url: EndpointUrl | None = None
+    """URL of an S3-compatible store (e.g. http://s3.optimodel-storage.svc.cluster.local:8333); overrides
+    the Secret's AWS_ENDPOINT_URL. Unset: the Secret's, else AWS S3."""
 
 
 class OptimizedModelSpec(ApiModel):

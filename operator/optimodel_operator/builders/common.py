@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from optimodel_operator.api.meta import API_VERSION, KIND
+from optimodel_operator.api.spec import S3_OPTIONAL_KEYS, S3_REQUIRED_KEYS, ArtifactStore
 from optimodel_operator.planner.naming import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, dns_label, label_value
 from optimodel_operator.planner.view import ResourceView
 
@@ -73,3 +74,24 @@ def restricted_security_context() -> Manifest:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def store_credentials_env(artifacts: ArtifactStore | None) -> list[Manifest]:
+    """Environment of a pod that reads or writes object stores: each key of `artifacts.credentials` by
+    reference (secretKeyRef: the kubelet reads the Secret, the operator never does, and no value lands in
+    a spec), and `artifacts.endpointUrl` as AWS_ENDPOINT_URL, which botocore (s3fs) reads."""
+    if artifacts is None:
+        return []
+    env: list[Manifest] = []
+    if artifacts.credentials is not None:
+        secret = artifacts.credentials.name
+        for key in (*S3_REQUIRED_KEYS, *S3_OPTIONAL_KEYS):
+            if key == "AWS_ENDPOINT_URL" and artifacts.endpoint_url:
+                continue  # the spec's endpoint wins; two entries of one name would leave it to ordering
+            ref: Manifest = {"name": secret, "key": key}
+            if key in S3_OPTIONAL_KEYS:
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    if artifacts.endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": artifacts.endpoint_url})
+    return env

@@ -6,7 +6,14 @@ import json
 
 from optimodel_operator.api.nodepools import GPU_RESOURCE
 from optimodel_operator.api.spec import OptimizedModelSpec
-from optimodel_operator.builders.common import Manifest, base_labels, host_path_volumes, metadata, restricted_security_context
+from optimodel_operator.builders.common import (
+    Manifest,
+    base_labels,
+    host_path_volumes,
+    metadata,
+    restricted_security_context,
+    store_credentials_env,
+)
 from optimodel_operator.planner.naming import ANNOTATION_CONFIG_HASH, LABEL_PROVIDER, LABEL_REVISION
 from optimodel_operator.planner.revision import JOB_WORK_DIR, JobPlan
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
@@ -40,11 +47,8 @@ def build_job(view: ResourceView, spec: OptimizedModelSpec, plan: JobPlan, revis
     if pool.gpus:
         resources["requests"][GPU_RESOURCE] = pool.gpus
         resources["limits"][GPU_RESOURCE] = pool.gpus
-    env = [{"name": "HOME", "value": JOB_WORK_DIR}, {"name": "TMPDIR", "value": JOB_WORK_DIR}]
-    if spec.artifacts and spec.artifacts.credentials:
-        env_from = [{"secretRef": {"name": spec.artifacts.credentials.name}}]
-    else:
-        env_from = []
+    env = [{"name": "HOME", "value": JOB_WORK_DIR}, {"name": "TMPDIR", "value": JOB_WORK_DIR},
+           *store_credentials_env(spec.artifacts)]
     pod_spec: Manifest = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the Job talks to the store, never to the API server
@@ -54,7 +58,6 @@ def build_job(view: ResourceView, spec: OptimizedModelSpec, plan: JobPlan, revis
             "image": config.job_image,
             "args": ["--config", json.dumps(plan.config, sort_keys=True, separators=(",", ":"))],
             "env": env,
-            **({"envFrom": env_from} if env_from else {}),
             "resources": resources,
             "volumeMounts": mounts,
             "terminationMessagePath": TERMINATION_MESSAGE_PATH,

@@ -410,7 +410,7 @@ def _plan_rollout(view: ResourceView, spec: OptimizedModelSpec, previous: Optimi
             apply.append(build_server_deployment(
                 view, pool, revision, build.variant, build.manifest_uri, build.sha256, config,
                 replicas=wanted_replicas.get(pool.name, 0), variant_kind=build.kind, faults=faults,
-                drift_profiled=build.drift_profiled))
+                drift_profiled=build.drift_profiled, artifacts=spec.artifacts))
     keep = set(replicas) | ({revision} if builds is not None else set())
     scale: list[tuple[str, int]] = []
     delete: list[tuple[str, str]] = []
