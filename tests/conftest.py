@@ -17,6 +17,10 @@ import pytest
 from optimodel_localcluster.cluster import LocalCluster
 from optimodel_operator.testing.cluster import operator_replicas, scale_operator
 
+# This machine is no EC2 instance: botocore (s3fs), in the tests and in the operators they start as local
+# processes, must not probe 169.254.169.254 for credentials when an s3:// URI is read without keys.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:

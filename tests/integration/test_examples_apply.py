@@ -5,10 +5,13 @@ reach (s3://, gs://) are accepted, then fail in their optimization Job with a co
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
 
+from optimodel_localcluster import seaweedfs
 from optimodel_operator.examples import publish
 from optimodel_operator.testing.cluster import (
     condition,
@@ -45,8 +48,10 @@ def test_example_reaches_expected_status(local_cluster, namespace: str, tmp_path
     expected = EXPECTED[filename]
     name = load_examples()[filename]["metadata"]["name"]
     credentials = ((load_examples()[filename]["spec"].get("artifacts") or {}).get("credentials") or {}).get("name")
-    if credentials:  # the user's store credentials, as they would create them (no real cloud here)
-        kubectl("create", "secret", "generic", credentials, "-n", namespace, "--from-literal=AWS_ACCESS_KEY_ID=none")
+    if credentials:  # the user's store credentials: here the local cluster's S3 store, which has no such buckets
+        local = json.loads(kubectl("get", "secret", seaweedfs.USER_SECRET, "-n", seaweedfs.NAMESPACE, "-o", "json").stdout)
+        kubectl("create", "secret", "generic", credentials, "-n", namespace, *(
+            f"--from-literal={key}={base64.b64decode(value).decode()}" for key, value in local["data"].items()))
     with running_operator(local_cluster.kubeconfig, [namespace], tmp_path / "operator.log") as operator:
         kubectl("apply", "-n", namespace, "-f", str(examples_dir() / filename))
         obj = wait_for_status(kubectl, namespace, name, lambda o: o["status"].get("phase") == expected["phase"],

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from . import components, gateway_api
+from . import components, gateway_api, seaweedfs
 from .helm import Helm
 from . import prometheus_operator_crds, prometheus_rules
 from .build import binaries_dir, build, coredns_binaries_dir, is_built
@@ -39,7 +39,7 @@ Report = Callable[[str], None]
 
 # Start order; `down` goes the other way.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent",
-              "kube-proxy", "coredns", "prometheus-discovery", "prometheus")
+              "kube-proxy", "coredns", "prometheus-discovery", "prometheus", "seaweedfs")
 EXPECTED_POOLS = ("cpu", "gpu")
 
 
@@ -91,6 +91,11 @@ class LocalCluster:
         return f"http://{components.BRIDGE_ADDRESS}:{self.ports.prometheus}"
 
     @property
+    def s3_endpoint(self) -> str:
+        """The S3 gateway as the host reaches it (pods: seaweedfs.IN_CLUSTER_ENDPOINT)."""
+        return seaweedfs.host_endpoint(components.BRIDGE_ADDRESS)
+
+    @property
     def helm(self) -> Helm:
         """Helm (built from the Go module proxy) against this cluster."""
         return Helm(self.kubeconfig, self.layout.root / "helm")
@@ -113,6 +118,10 @@ class LocalCluster:
         if not is_built():
             report(f"building Kubernetes {KUBERNETES_VERSION}, etcd and CoreDNS from the Go module proxy (first time only)")
         build(on_output=build_output)
+        if not seaweedfs.is_built():
+            report(f"building SeaweedFS {seaweedfs.SEAWEEDFS_VERSION} (the S3 store) from the Go module proxy "
+                   "(first time only)")
+        weed = seaweedfs.build(on_output=build_output)
         # Fetched before the start deadline runs: the first time, it comes over the network.
         gateway_api.fetch(report=report)
         prometheus_operator_crds.fetch(report=report)
@@ -139,6 +148,7 @@ class LocalCluster:
             yaml.safe_dump(components.prometheus_config(self.config), sort_keys=False)
         )
         (self.layout.root / "Corefile").write_text(components.coredns_corefile(self.config))
+        s3_writer, s3_reader = seaweedfs.ensure_identities(self.layout)
         deadline = time.monotonic() + timeout
         self._ensure("etcd", components.etcd_argv(self.config), self.ports.etcd_client, report, deadline)
         self._ensure("kube-apiserver", components.apiserver_argv(self.config), self.ports.apiserver, report, deadline)
@@ -146,6 +156,7 @@ class LocalCluster:
         self.kubectl("apply", "-f", "-", input=components.COREDNS_RBAC)
         self.kubectl("apply", "-f", "-", input=components.KUBE_DNS_SERVICE)
         self.kubectl("apply", "-f", "-", input=components.prometheus_service(self.config))
+        seaweedfs.install(self.kubectl, components.BRIDGE_ADDRESS, s3_writer, s3_reader)
         gateway_api.install(self.kubectl, report=report, timeout=max(deadline - time.monotonic(), 30))
         prometheus_operator_crds.install(self.kubectl, report=report,
                                          timeout=max(deadline - time.monotonic(), 30))
@@ -166,6 +177,10 @@ class LocalCluster:
         reloaded = httpx.post(f"{self.prometheus_url}/-/reload", timeout=30)
         if reloaded.status_code != 200:
             raise LocalClusterError(f"Prometheus refused its configuration or rules: {reloaded.text.strip()}")
+        self._ensure("seaweedfs", seaweedfs.argv(self.layout, str(weed), components.BRIDGE_ADDRESS),
+                     seaweedfs.S3Ports().master, report, deadline)
+        self._wait(lambda: seaweedfs.ensure_bucket(self.s3_endpoint, s3_writer), deadline,
+                   f"the S3 bucket {seaweedfs.BUCKET}", "seaweedfs")
         report("waiting for the nodes to be Ready and the default ServiceAccount to exist")
         self._wait(lambda: self._nodes_ready() and self._default_service_account(), deadline,
                    "nodes Ready and default ServiceAccount", "node-agent")
@@ -256,6 +271,8 @@ class LocalCluster:
                                  timeout=2.0).status_code == 200
             if name == "node-agent":
                 return self._nodes_registered()
+            if name == "seaweedfs":
+                return httpx.get(f"{self.s3_endpoint}/healthz", timeout=2.0).status_code == 200
             if name == "prometheus-discovery":
                 return components.prometheus_targets_file(self.config).exists()
         except (httpx.HTTPError, ValueError, OSError):
@@ -332,7 +349,7 @@ class LocalCluster:
         ports = [self.ports.etcd_client, self.ports.etcd_peer, self.ports.apiserver,
                  self.ports.controller_manager, self.ports.scheduler, self.ports.prometheus,
                  self.ports.kube_proxy_healthz, self.ports.kube_proxy_metrics, self.ports.coredns_health,
-                 self.ports.coredns_ready]
+                 self.ports.coredns_ready, *seaweedfs.S3Ports().all()]
         found += [f"port {port} still bound" for port in ports if _port_in_use(port)]
         found += [f"nftables table {table} (Service routing) still present" for table in network.kube_proxy_rules()]
         bridge = NodeAgentConfig().bridge_name

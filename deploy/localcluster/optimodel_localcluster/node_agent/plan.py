@@ -407,7 +407,9 @@ def container_plan(
 ) -> ContainerPlan:
     """`services`: the Service variables (`service_env`); `resolv_conf_path`: the pod's resolv.conf on the host,
     bind-mounted read-only over /etc/resolv.conf in the container's own mount namespace (never the host's)."""
-    env = {"PATH": default_path, "HOME": "/root", "HOSTNAME": hostname}
+    # No node here is an EC2 instance: botocore (s3fs) must not probe 169.254.169.254 for credentials when a
+    # pod reads s3:// without keys; it says "no credentials" at once instead. A pod's own env may override it.
+    env = {"PATH": default_path, "HOME": "/root", "HOSTNAME": hostname, "AWS_EC2_METADATA_DISABLED": "true"}
     env.update(container_env(pod, container, source, node_allocatable, services))
     argv = container_argv(container, env, entrypoints)
     mounts: list[Mount] = []
