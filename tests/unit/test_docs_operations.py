@@ -132,7 +132,7 @@ def test_every_reason_literal_in_the_code_has_a_row() -> None:
     literals, templates = code_literals()
     assert literals, "the scan found no reason literal in planner/ or controller/: has the code moved?"
     unknown_templates = sorted(templates - TEMPLATES.keys())
-    assert unknown_templates == [], f"reasons built from f-strings {unknown_templates}: add them to TEMPLATES and the doc"
+    assert unknown_templates == [], f"reasons built from f-strings {unknown_templates}: add them to TEMPLATES"
     expanded = set().union(*(TEMPLATES[t] for t in templates))
     missing = sorted((literals | expanded) - documented_reasons())
     assert missing == [], f"add rows to docs/operations.md for {missing}"

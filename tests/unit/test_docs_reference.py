@@ -69,7 +69,8 @@ def test_write_then_check_round_trip(tmp_path: Path) -> None:
     write_reference(tmp_path)
     assert check_reference(tmp_path) == []
     page = tmp_path / REFERENCE_PATH
-    page.write_text(page.read_text().replace("| `revisionHistoryLimit` | integer | `5` |", "| `revisionHistoryLimit` | integer | `7` |"))
+    row = "| `revisionHistoryLimit` | integer | `5` |"
+    page.write_text(page.read_text().replace(row, row.replace("`5`", "`7`")))
     drifts = check_reference(tmp_path)
     assert [d.path for d in drifts] == [REFERENCE_PATH]
     assert "-| `revisionHistoryLimit` | integer | `7` |" in drifts[0].diff

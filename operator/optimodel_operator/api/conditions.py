@@ -62,7 +62,10 @@ class Reason(DescribedEnum):
     DEPLOYED = "Deployed", "Serving Deployments are available."
     NOTHING_TO_SERVE = "NothingToServe", "A pool has no variant it may serve (its variant failed the gate)."
     CANARY_PROGRESSING = "CanaryProgressing", "The canary is at an intermediate step."
-    ANALYSIS_NO_DATA = "AnalysisNoData", "The analysis had no data (Prometheus unreachable or too few samples); holding."
+    ANALYSIS_NO_DATA = "AnalysisNoData", (
+        "The analysis had too little data (no series, or fewer requests or rows than it needs); holding under "
+        "rollout.noData: hold."
+    )
     ANALYSIS_ERROR = "AnalysisError", (
         "Prometheus could not be asked (unreachable, timeout, bad answer); holding, counting consecutive errors."
     )
@@ -77,7 +80,8 @@ class Reason(DescribedEnum):
     MANUALLY_PROMOTED = "ManuallyPromoted", "A person promoted the canary to all traffic (optimodel promote)."
     ROLLED_BACK = "RolledBack", (
         "Failed analyses (or consecutive analysis errors) reached the limit; traffic went back to the stable "
-        "revision, which is not retried until the spec changes or optimodel retry."
+        "(after a promotion: the previous stable) revision; the failed one is not retried until the spec changes "
+        "or optimodel retry."
     )
     ABORTED = "Aborted", "A person took the revision off traffic (optimodel abort); not retried until retry or a spec change."
     NO_ROLLBACK_TARGET = "NoRollbackTarget", (

@@ -16,7 +16,9 @@ CanaryWeight = Annotated[int, Field(ge=1, le=100)]
 
 class NoDataPolicy(DescribedEnum):
     HOLD = "hold", "Hold the current step and say so in status; never promote blind, never roll back for it."
-    FAIL = "fail", "Count an analysis without data (Prometheus down, too few samples) as a failed one."
+    FAIL = "fail", (
+        "Count an analysis without data (no series, too few samples) as a failed one; Prometheus errors still hold."
+    )
 
 
 class Slo(ApiModel):

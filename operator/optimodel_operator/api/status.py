@@ -18,7 +18,10 @@ class Phase(DescribedEnum):
     DEPLOYING = "Deploying", "The new revision's Deployments are created; leaves for RollingOut once available."
     ROLLING_OUT = "RollingOut", "The canary walks the steps; leaves for Succeeded on promotion or RolledBack."
     SUCCEEDED = "Succeeded", "The revision serves all traffic and stays guarded; a spec change starts over."
-    ROLLED_BACK = "RolledBack", "Analyses failed; the stable revision serves all traffic; a spec change starts over."
+    ROLLED_BACK = "RolledBack", (
+        "Analyses failed, or a person aborted (rolloutPhase says which); the stable revision serves all traffic; "
+        "a spec change or optimodel retry starts over."
+    )
     FAILED = "Failed", "Cannot go on (invalid spec, failed Job or gate); a spec change starts over."
 
 
@@ -183,7 +186,9 @@ class RevisionPhase(DescribedEnum):
     CANARY = "Canary", "Taking a share of traffic."
     STABLE = "Stable", "Serving all traffic."
     SUPERSEDED = "Superseded", "Replaced by a newer stable revision; kept for rollback."
-    ROLLED_BACK = "RolledBack", "Refused by the canary analysis."
+    ROLLED_BACK = "RolledBack", (
+        "Taken off traffic: failed its analyses (as a canary or under guard), or aborted by hand."
+    )
     REFUSED = "Refused", "Never deployed: its optimization failed or a pool's variant failed the gate."
 
 
@@ -216,7 +221,7 @@ class RevisionRecord(StatusModel):
     generation: int = Field(ge=0)
     """metadata.generation that produced it."""
     phase: RevisionPhase
-    """Stable, Superseded, Refused (Canary and RolledBack come with the rollout)."""
+    """Canary, Stable, Superseded, RolledBack or Refused."""
     created: datetime
     """When the revision was first recorded."""
     variants: Annotated[list[VariantVerdict], Field(max_length=16)] = Field(default_factory=list)
@@ -317,4 +322,4 @@ class OptimizedModelStatus(StatusModel):
     serving: Annotated[str, StringConstraints(max_length=1024)] | None = None
     """One line for kubectl: pool=variant for each pool that serves."""
     latency_p99_ms: float | None = None
-    """Largest p99 latency over the served pools, as the gate measured it (live figures come with the rollout)."""
+    """Largest p99 latency over the served pools: the last analysis's live figure, the gate's measurement before any."""
