@@ -115,3 +115,21 @@ def test_links_point_at_headings() -> None:
     links = re.findall(r"\]\(#([^)]+)\)", page)
     assert len(links) > 40
     assert sorted(set(links) - headings) == []
+
+
+def test_the_crd_commands_write_and_check_the_page(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from optimodel_operator.crd.cli import app
+
+    runner = CliRunner()
+    generated = runner.invoke(app, ["generate", "--root", str(tmp_path)])
+    assert generated.exit_code == 0, generated.output
+    assert str(tmp_path / REFERENCE_PATH) in generated.output
+    assert runner.invoke(app, ["check", "--root", str(tmp_path)]).exit_code == 0
+    page = tmp_path / REFERENCE_PATH
+    page.write_text(page.read_text() + "\nedited by hand\n")
+    checked = runner.invoke(app, ["check", "--root", str(tmp_path)])
+    assert checked.exit_code == 1
+    assert "+edited by hand" not in checked.output  # the diff goes from the committed page to the generated one
+    assert "-edited by hand" in checked.output
