@@ -60,7 +60,8 @@ def up(state_dir: StateDirOption = None) -> None:
     except LocalClusterError as error:
         _fail(error)
     console.print(
-        f"\n[bold green]Cluster ready.[/] API server {cluster.apiserver_url}, Prometheus {cluster.prometheus_url}\n"
+        f"\n[bold green]Cluster ready.[/] API server {cluster.apiserver_url}, Prometheus {cluster.prometheus_url}, "
+        f"S3 {cluster.s3_endpoint} (keys: secret s3-credentials -n optimodel-storage)\n"
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
         f"  kubectl get nodes   (kubectl {cluster.config.binary('kubectl')}; or `eval $(optimodel dev env)`)"
     )
