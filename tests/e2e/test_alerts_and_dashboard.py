@@ -214,3 +214,18 @@ def test_a_held_canary_fires_rollout_stuck_and_its_rollback_fires_rolled_back(
     # No longer a canary: the stuck alert resolves (its series are gone).
     wait_for(lambda: _firing(prometheus, "OptimodelRolloutStuck", namespace=namespace, model="digits") is None,
              30, "OptimodelRolloutStuck resolved", interval=1)
+
+
+def test_the_loaded_rules_evaluate_without_errors(prometheus: str) -> None:
+    """After the cases above left their series, each rule evaluates cleanly (a vector-matching mistake, e.g. a
+    group_left over duplicate series, shows as health `err` only against real series)."""
+    def health() -> dict[str, tuple[str, str]] | None:
+        groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        rules = {r["name"]: (r["health"], r.get("lastError", "")) for g in groups if g["name"].startswith("optimodel.")
+                 for r in g["rules"]}
+        return rules if all(state != "unknown" for state, _ in rules.values()) else None
+
+    rules = wait_for(health, 30, "every rule evaluated once", interval=1)
+    assert set(rules) == {"OptimodelRolledBack", "OptimodelRolloutStuck", "OptimodelGateRefusedAllVariants",
+                          "OptimodelInputDrift"}
+    assert all(state == "ok" for state, _ in rules.values()), rules
