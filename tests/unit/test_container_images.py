@@ -12,6 +12,7 @@ that leaves unchecked.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import io
 import json
@@ -488,3 +489,23 @@ def test_the_import_probe_is_live() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("No module named 'numpy'" in failure for failure in result["failed"]), result
+
+
+def test_the_server_code_never_imports_torch() -> None:
+    """Not even inside a function (which the import walk above would not reach): the server images have no torch.
+    The import-linter contract keeps the server away from the optimizer; this keeps it away from torch itself."""
+    heavy = {"torch", "torchvision", "onnxscript", "optimodel_jobs"}
+    sources = [*(REPO / "model_server/optimodel_server").rglob("*.py"), *(REPO / "contracts").rglob("*.py")]
+    assert len(sources) >= 10
+    found = []
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            calls = ([node.args[0].value] if isinstance(node, ast.Call) and node.args
+                     and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                     and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+                     else [])
+            found += [f"{source.relative_to(REPO)}:{node.lineno} {name}" for name in names + calls
+                      if name.partition(".")[0] in heavy]
+    assert found == [], found
