@@ -211,6 +211,8 @@ def test_multi_stage_the_final_stage_copies_the_builders_venv_and_runs_as_non_ro
         for value in instructions(final, kind):
             words = exec_form(value)
             assert not {"pip", "curl", "wget", "apt-get", "sh", "bash"} & set(words), words
+    # No `# syntax=` directive: it would pull a frontend image, by a moving tag, at every build.
+    assert not (REPO / dockerfile).read_text().lstrip().startswith("# syntax"), dockerfile
     # The venv's commands come first on PATH (the operator's Deployment runs `optimodel ...` by name).
     assert any(env.startswith("PATH=/opt/venv/bin:") for env in instructions(final, "ENV")), dockerfile
 
