@@ -170,3 +170,16 @@ def test_helm_is_built_at_the_version_its_module_pins() -> None:
     pinned = re.search(r"^\s*helm\.sh/helm/v3 (v\S+)", (HELM_GOBUILD_DIR / "go.mod").read_text(), re.MULTILINE)
     assert pinned and pinned.group(1) == HELM_VERSION
     assert f'Version:"{HELM_VERSION}"' in helm("version").stdout
+
+
+def test_the_operator_reads_the_store_with_keys_from_a_named_secret_by_reference_only() -> None:
+    def env(*sets: str) -> dict[str, Any]:
+        container = one(render(*sets), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("valueFrom") for e in container["env"]}
+
+    assert not {k for k in env() if k.startswith("AWS_")}
+    keys = env("operator.storeCredentialsSecret=store-keys")
+    assert keys["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "store-keys", "key": "AWS_ACCESS_KEY_ID",
+                                                          "optional": False}}
+    assert keys["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "store-keys"
+    assert keys["AWS_ENDPOINT_URL"]["secretKeyRef"]["optional"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import typer
 
@@ -39,19 +40,23 @@ def run(
 
         # Before the Lease: a standby answers scrapes too (with no model series), so it is never "down".
         metrics.serve(metrics_port)
-    if leader_elect:
-        _hold_the_lease(liveness)
-    kopf.run(
-        standalone=True,  # one acting replica: alone, or the Lease holder (--leader-elect)
-        clusterwide=not namespace,
-        namespaces=namespace,
-        liveness_endpoint=liveness,
-    )
+    release = _hold_the_lease(liveness) if leader_elect else None
+    try:
+        kopf.run(
+            standalone=True,  # one acting replica: alone, or the Lease holder (--leader-elect)
+            clusterwide=not namespace,
+            namespaces=namespace,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        # kopf returns once SIGTERM has stopped its handlers: from here on this replica acts no more.
+        if release is not None:
+            release()
 
 
-def _hold_the_lease(liveness: str | None) -> None:
+def _hold_the_lease(liveness: str | None) -> Callable[[], None]:
     """Stand by until this replica holds the Lease (answering liveness meanwhile), then keep renewing it;
-    losing it ends the process, so the pod restarts as a standby."""
+    losing it ends the process, so the pod restarts as a standby. Returns what gives it up on the way out."""
     import logging
     import socket
     import threading
@@ -92,4 +97,12 @@ def _hold_the_lease(liveness: str | None) -> None:
         logging.getLogger(__name__).error("leader election: Lease lost; exiting so that one replica acts")
         os._exit(1)
 
-    lease.keep_holding(lost)
+    stop_renewing = threading.Event()
+    renewing = lease.keep_holding(lost, stop_renewing)
+
+    def release() -> None:
+        stop_renewing.set()
+        renewing.join(timeout=lease.renew_s + 5)  # a renewal in flight would take the Lease back
+        lease.release()
+
+    return release

@@ -132,13 +132,33 @@ class Lease:
                 first = False
             time.sleep(self.renew_s)
 
-    def keep_holding(self, lost: Callable[[], None]) -> threading.Thread:
-        """Renew in the background; call `lost` once the Lease could not be renewed for `lease_s`."""
+    def release(self) -> bool:
+        """Give the Lease up at once if this replica holds it (an empty holder, as client-go's ReleaseOnCancel
+        writes), so that a standby, or the next pod of a rolling update, takes it without waiting `lease_s`."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            current = self.api.read_namespaced_lease(LEASE_NAME, self.namespace)
+            raw = self.api.api_client.sanitize_for_serialization(current)
+            if (raw.get("spec") or {}).get("holderIdentity") != self.identity:
+                return False
+            body = self._body(self.clock(), acquired=False, resource_version=raw["metadata"]["resourceVersion"])
+            body["spec"].update(holderIdentity=None, leaseDurationSeconds=1)
+            self.api.replace_namespaced_lease(LEASE_NAME, self.namespace, body)
+        except ApiException as error:
+            log.warning("leader election: releasing Lease %s/%s failed: %s", self.namespace, LEASE_NAME, error)
+            return False
+        log.info("leader election: %s released Lease %s/%s", self.identity, self.namespace, LEASE_NAME)
+        return True
+
+    def keep_holding(self, lost: Callable[[], None], stop: threading.Event | None = None) -> threading.Thread:
+        """Renew in the background until `stop` is set; call `lost` once the Lease could not be renewed for
+        `lease_s`."""
+        stop = stop or threading.Event()
 
         def renew() -> None:
             last = time.monotonic()
-            while True:
-                time.sleep(self.renew_s)
+            while not stop.wait(self.renew_s):
                 try:
                     if self.try_hold():
                         last = time.monotonic()
