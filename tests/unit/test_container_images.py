@@ -260,33 +260,23 @@ def test_the_gpu_extra_is_the_server_extra_with_onnxruntime_gpu() -> None:
 
 
 def test_dockerignore_lets_in_what_the_builders_copy_and_nothing_else() -> None:
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    """The build context, as Docker's own matcher reads .dockerignore (moby/patternmatcher, in dockerfilelint)."""
+    context = set(lint.context_files(REPO))
     copied = {source for spec in IMAGES.values() for stage in stages(spec.dockerfile)
               for copy in instructions(stage, "COPY") if not copy.startswith("--from")
               for source in copy.split()[:-1]}
     assert copied == {"pyproject.toml", "README.md", "contracts", "operator", "optimizer_jobs", "model_server",
                       "deploy/localcluster"}
-    for source in copied:
-        assert dockerignore_includes(patterns, source), source
-    assert dockerignore_includes(patterns, "model_server/optimodel_server/server.py")
-    for left_out in ("tests/unit/test_container_images.py", ".git/config", "benchmarks/loop.py", "charts",
-                     "operator/optimodel_operator/__pycache__/cli.cpython-311.pyc", "optimodel.egg-info/PKG-INFO",
-                     "deploy/kustomize/base/deployment.yaml", ".venv/bin/python"):
-        assert not dockerignore_includes(patterns, left_out), left_out
-
-
-def dockerignore_includes(patterns: list[str], path: str) -> bool:
-    """Docker's rule: the last pattern matching the path or one of its parents decides; `!` re-includes."""
-    included = True
-    parts = path.split("/")
-    for pattern in patterns:
-        negated = pattern.startswith("!")
-        body = pattern.lstrip("!").rstrip("/")
-        regex = re.escape(body).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
-        if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
-            included = negated
-    return included
+    # Every tracked file of what the builders copy is in the context ...
+    tracked = subprocess.run(["git", "ls-files", *sorted(copied)], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert len(tracked) > 50
+    assert {path for path in tracked if "Dockerfile" not in path} <= context
+    # ... and nothing else: no tests, .git, caches, venvs, build outputs, nor the Dockerfiles themselves.
+    outside = sorted(path for path in context if not any(path == c or path.startswith(c + "/") for c in copied))
+    assert outside == [], outside
+    assert not [path for path in context if "__pycache__" in path or path.endswith((".pyc", "PKG-INFO"))
+                or "/Dockerfile" in path]
 
 
 # --- entrypoints ------------------------------------------------------------------------------------------------

@@ -5,18 +5,25 @@
 //
 // Usage: dockerfilelint DOCKERFILE...  One JSON line per file: {"file", "warnings", "buildError"}; exit 1 when a
 // file has a warning or an error, 2 when a file cannot be read.
+//
+// dockerfilelint --context DIR: the files of DIR that a build with DIR as its context receives, one path a line,
+// after DIR/.dockerignore (read and matched by Docker's own ignorefile and patternmatcher packages).
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/client/llb/sourceresolver"
 	"github.com/moby/buildkit/frontend/dockerfile/dockerfile2llb"
 	"github.com/moby/buildkit/frontend/dockerui"
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 	digest "github.com/opencontainers/go-digest"
 )
 
@@ -30,7 +37,48 @@ func (noRegistry) ResolveImageConfig(ctx context.Context, ref string, opt source
 	return ref, digest.FromBytes(config), config, nil
 }
 
+// listContext prints the files of dir that its .dockerignore lets into a build context.
+func listContext(dir string) error {
+	file, err := os.Open(filepath.Join(dir, ".dockerignore"))
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	patterns, err := ignorefile.ReadAll(file)
+	if err != nil {
+		return err
+	}
+	matcher, err := patternmatcher.New(patterns)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
+		if err != nil || entry.IsDir() {
+			return err
+		}
+		relative, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		excluded, err := matcher.MatchesOrParentMatches(relative)
+		if err != nil {
+			return err
+		}
+		if !excluded {
+			fmt.Println(filepath.ToSlash(relative))
+		}
+		return nil
+	})
+}
+
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "--context" {
+		if err := listContext(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		return
+	}
 	failed := false
 	for _, path := range os.Args[1:] {
 		data, err := os.ReadFile(path)
