@@ -2,9 +2,10 @@
 model_server/Dockerfile.gpu (GPU pools).
 
 No Docker engine runs here, so no image is built. What is checked instead: hadolint (from its PyPI wheel) and
-BuildKit's own checks (deploy/images/lint.py, compiled from the Go module proxy) find nothing; each Dockerfile, read stage by stage (dockerfile-parse), is multi-stage with a non-root numeric USER in the
-final stage, pinned bases and exec-form entrypoints equal to the commands the operator's pods complete and the local
-cluster's node agent runs; each image's requirement set resolves to wheels on PyPI for the image's Python and
+BuildKit's own checks (deploy/images/lint.py, compiled from the Go module proxy) find nothing; the build context is
+what .dockerignore should let through (Docker's own matcher); each Dockerfile, read stage by stage
+(dockerfile-parse), is multi-stage with a non-root numeric USER in the final stage, pinned bases and exec-form
+entrypoints equal to the commands the operator's pods complete and the local cluster's node agent runs; each image's requirement set resolves to wheels on PyPI for the image's Python and
 platform, without torch in the server images and with onnxruntime-gpu (not onnxruntime) in the gpu one; and every
 module of an image's packages imports with only the distributions that image installs. docs/images.md says what
 that leaves unchecked.
@@ -76,7 +77,7 @@ class Stage:
 
 @cache
 def parsed(dockerfile: str) -> DockerfileParser:
-    # From memory: given a path, the parser would write back to the file.
+    # From bytes: given a path, the parser takes any name but `Dockerfile` for a directory (Dockerfile.gpu).
     return DockerfileParser(fileobj=io.BytesIO((REPO / dockerfile).read_bytes()))
 
 
