@@ -34,6 +34,7 @@ DROPPED = {
     "nodePools[].resources.requests",  # the pods' requests; the Job measures with the pool's CPU *limit*
     "nodePools[].gpus",  # GPUs per pod: the pod's resources; the provider is executionProvider
     "artifacts.credentials.name",  # a Secret the operator mounts as environment variables of the Job's pod
+    "artifacts.endpointUrl",  # AWS_ENDPOINT_URL of the Job's pod: where the store is, not what the Job makes
     "revisionHistoryLimit",  # how many old revisions the operator keeps
 }
 
@@ -252,7 +253,7 @@ def test_a_dropped_field_changes_nothing_the_job_gets(path: str) -> None:
     values: dict[str, Any] = {
         "nodePools[].replicas": 5, "nodePools[].nodeSelector": {"pool": "x"}, "nodePools[].gpus": 2,
         "nodePools[].resources.requests": {"cpu": "1"}, "revisionHistoryLimit": 9,
-        "artifacts.credentials.name": "creds",
+        "artifacts.credentials.name": "creds", "artifacts.endpointUrl": "http://s3.example:8333",
     }
     resource = _base()
     if path.startswith("nodePools[].tolerations[]"):
