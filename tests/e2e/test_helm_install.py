@@ -116,16 +116,28 @@ def test_install_reconciles_an_example_upgrade_rolls_only_the_operator_uninstall
     serving = _serving(local_cluster, namespace)
     assert any(key.startswith("pods/") for key in serving) and any(key.startswith("deployments/") for key in serving)
 
-    # Upgrade to a changed value: the operator's pod is replaced (its configuration changed), the model is not.
+    # Upgrade to changed values (a setting, and the chart's default of two replicas): the operator's pod is
+    # replaced (its configuration changed) and one of the two acts; the model is not touched.
     revision_before = release["revision"]
     local_cluster.helm("upgrade", HELM_RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE, "--reuse-values",
-                       "--set", "operator.analysis.prometheusTimeoutSeconds=4", "--wait", "--timeout=180s", timeout=240)
+                       "--set", "operator.analysis.prometheusTimeoutSeconds=4", "--set", "operator.replicas=2",
+                       "--wait", "--timeout=180s", timeout=240)
     local_cluster.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE,
                           "--timeout=120s", timeout=140)
     [release] = [r for r in _releases(local_cluster) if r["name"] == HELM_RELEASE]
     assert int(release["revision"]) == int(revision_before) + 1
-    pods = _operator_pods(local_cluster)
-    assert [p["metadata"]["name"] for p in pods] != [pod["metadata"]["name"]], "the operator rolled"
+    pods = wait_for(lambda: (found := _operator_pods(local_cluster)) and len(found) == 2 and found, 120,
+                    "two operator replicas")
+    names = sorted(p["metadata"]["name"] for p in pods)
+    assert pod["metadata"]["name"] not in names, "the operator rolled"
+    holder = wait_for(lambda: json.loads(local_cluster.kubectl("get", "lease", "optimodel-operator", "-n",
+                                                               OPERATOR_NAMESPACE, "-o", "json").stdout)["spec"]
+                      .get("holderIdentity") in names and "held", 60, "one of the two holds the Lease")
+    assert holder
+    [standby] = [n for n in names if n != json.loads(local_cluster.kubectl(
+        "get", "lease", "optimodel-operator", "-n", OPERATOR_NAMESPACE, "-o", "json").stdout)["spec"]["holderIdentity"]]
+    wait_for(lambda: "stands by" in local_cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, standby).stdout, 60,
+             "the other replica stands by")
     config = json.loads(local_cluster.kubectl("get", "configmap", OPERATOR_DEPLOYMENT, "-n", OPERATOR_NAMESPACE,
                                               "-o", "json").stdout)["data"]
     assert config["OPTIMODEL_PROMETHEUS_TIMEOUT_SECONDS"] == "4"
