@@ -114,6 +114,13 @@ def test_source_datasets_and_artifacts_in_a_bucket_reach_ready_and_serve(
     import onnxruntime as ort
 
     published = operator_in_cluster
+    # The namespace enforces the Pod Security Standard `restricted` (admission refuses any pod that breaks it):
+    # with an object store, every pod the operator makes must be admitted.
+    local_cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+                          "pod-security.kubernetes.io/enforce-version=latest")
+    refused = local_cluster.kubectl("run", "unrestricted", "--image=optimodel/server", "-n", namespace,
+                                    "--dry-run=server", check=False)
+    assert refused.returncode != 0 and 'violates PodSecurity "restricted' in refused.stderr, refused.stderr
     # What a user brings, uploaded to the bucket; nothing below reads the host folder it came from.
     for local in (published.model, published.evaluation, published.train):
         bucket.put_file(str(local), f"{prefix}/digits/{local.name}")
@@ -131,6 +138,9 @@ def test_source_datasets_and_artifacts_in_a_bucket_reach_ready_and_serve(
     obj = _wait_ready(local_cluster, namespace, "digits")
     status = obj["status"]
     assert status["phase"] == "Succeeded"
+    admitted = {p["metadata"]["labels"].get("optimodel.io/component", p["metadata"]["name"])
+                for p in _labelled(local_cluster, "pods", namespace, "digits")}
+    assert admitted, "the Jobs' and the servers' pods were admitted under restricted"
     (pool,) = status["pools"]
     passed = {v["name"] for v in status["variants"] if v["gate"] == "Passed"}
     assert pool["variant"] in passed, status["variants"]
