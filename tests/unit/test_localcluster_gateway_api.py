@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from optimodel_localcluster import gateway_api
+from optimodel_localcluster import gateway_api, go_modules
 from optimodel_localcluster.paths import GoBuildError, LocalClusterError
 
 
@@ -87,7 +87,7 @@ def test_first_fetch_copies_the_standard_channel_and_later_ones_need_no_go(
 
     # Cached: neither the download nor `go` is needed again.
     monkeypatch.setattr(gateway_api, "_download", lambda version: pytest.fail("downloaded again"))
-    monkeypatch.setattr(gateway_api.shutil, "which", lambda name: None)
+    monkeypatch.setattr(go_modules.shutil, "which", lambda name: None)
     said.clear()
     assert gateway_api.fetch("v9.9.9", said.append) == folder and said == []
 
@@ -105,7 +105,7 @@ def test_a_module_without_standard_crds_is_an_error_and_caches_nothing(
 
 def test_without_go_the_first_fetch_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTIMODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(gateway_api.shutil, "which", lambda name: None)
+    monkeypatch.setattr(go_modules.shutil, "which", lambda name: None)
     with pytest.raises(GoBuildError, match="`go` is not on PATH"):
         gateway_api.fetch("v9.9.9")
 

@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .paths import COREDNS_VERSION, HELM_VERSION, KUBERNETES_VERSION, GoBuildError, cache_root
@@ -117,6 +117,7 @@ def _go_build(
     binaries: tuple[str, ...],
     ldflags: str,
     on_output: Callable[[str], None] | None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> None:
     go = shutil.which("go")
     if go is None:
@@ -124,7 +125,7 @@ def _go_build(
     staging = bin_dir.with_name("bin.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false", **(extra_env or {}))
     output = [] if "-o" in targets else ["-o", f"{staging}/"]
     # -v: one line per package compiled, so a caller can show how far a cold build (minutes) has come.
     command = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, *output, *targets]

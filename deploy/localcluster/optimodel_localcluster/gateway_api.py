@@ -9,25 +9,21 @@ applies them server-side (the HTTPRoute CRD, about 240 kB as JSON, is at the edg
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from .paths import GoBuildError, LocalClusterError, cache_root
+from . import go_modules
+from .go_modules import proxy_only  # noqa: F401  (where callers found it first)
+from .paths import LocalClusterError, cache_root
 
 MODULE = "sigs.k8s.io/gateway-api"
 # v1.7.0 and later need a newer Go than the toolchain the control plane is built with.
 GATEWAY_API_VERSION = "v1.6.3"
 CHANNEL_DIR = "config/crd/standard"
 FIELD_MANAGER = "optimodel-localcluster"
-_PROVENANCE = ".fetched-from.json"
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 Report = Callable[[str], None]
@@ -58,48 +54,14 @@ def crd_names(text: str) -> list[str]:
     ]
 
 
-def proxy_only(goproxy: str) -> str:
-    """GOPROXY without `direct` and `off`: the module comes from a module proxy, never from its VCS host."""
-    kept: list[str] = []
-    for separator, entry in re.findall(r"([,|]?)([^,|]+)", goproxy):
-        if entry.strip() in ("direct", "off", ""):
-            continue
-        kept.append((separator if kept else "") + entry.strip())
-    return "".join(kept)
-
-
-def _go_env(go: str, name: str) -> str:
-    return subprocess.run([go, "env", name], capture_output=True, text=True, check=True).stdout.strip()
-
-
 def _download(version: str) -> tuple[Path, dict]:
-    """`go mod download -json` of the module; its extracted directory in the module cache and the JSON."""
-    go = shutil.which("go")
-    if go is None:
-        raise GoBuildError(f"`go` is not on PATH: the Gateway API CRDs come from {MODULE} on the Go module proxy")
-    configured = _go_env(go, "GOPROXY")
-    goproxy = proxy_only(configured)
-    if not goproxy:
-        raise GoBuildError(f"GOPROXY ({configured!r}) names no module proxy to fetch {MODULE} from")
-    # The flags of build.py's `go build`; a scratch working directory, so no go.mod around is consulted.
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false", GOPROXY=goproxy, GOWORK="off")
-    with tempfile.TemporaryDirectory(prefix="gateway-api-") as scratch:
-        result = subprocess.run([go, "mod", "download", "-json", f"{MODULE}@{version}"], cwd=scratch, env=env,
-                                capture_output=True, text=True, timeout=600)
-    try:
-        info = json.loads(result.stdout)
-    except ValueError:
-        info = {}
-    if result.returncode != 0 or info.get("Error") or not info.get("Dir"):
-        detail = info.get("Error") or result.stderr.strip() or result.stdout.strip()
-        raise GoBuildError(f"go mod download {MODULE}@{version} failed: {detail}")
-    return Path(info["Dir"]), info
+    return go_modules.download(MODULE, version, "the Gateway API CRDs")
 
 
 def fetch(version: str = GATEWAY_API_VERSION, report: Report = lambda _: None) -> Path:
     """The folder holding the standard channel's manifests, fetched and copied on first use."""
     target = manifests_dir(version)
-    if (target / _PROVENANCE).is_file():
+    if go_modules.is_cached(target):
         return target
     report(f"fetching {MODULE} {version} from the Go module proxy (first time only)")
     module_dir, info = _download(version)
@@ -107,17 +69,7 @@ def fetch(version: str = GATEWAY_API_VERSION, report: Report = lambda _: None) -
     planned = manifest_files(source) if source.is_dir() else []
     if not any(names for _, names in planned):
         raise LocalClusterError(f"{MODULE}@{version} has no CRD manifests under {CHANNEL_DIR}/")
-    staging = target.with_name(f"{version}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for path, _ in planned:
-        shutil.copyfile(path, staging / path.name)
-    provenance = {key: info.get(key) for key in ("Path", "Version", "Sum")} | {"dir": CHANNEL_DIR}
-    (staging / _PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
-    # Swapped in whole: an interrupted fetch never leaves a folder that looks complete.
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
+    return go_modules.cache_copy(target, [path for path, _ in planned], info, CHANNEL_DIR)
 
 
 def install(kubectl: Kubectl, version: str = GATEWAY_API_VERSION, report: Report = lambda _: None,

@@ -11,15 +11,11 @@ network. `install` applies them server-side and waits until they are Established
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
-from .gateway_api import FIELD_MANAGER, Kubectl, Report, crd_names, proxy_only
-from .paths import GoBuildError, LocalClusterError, cache_root
+from . import go_modules
+from .gateway_api import FIELD_MANAGER, Kubectl, Report, crd_names
+from .paths import LocalClusterError, cache_root
 
 MODULE = "github.com/prometheus-operator/prometheus-operator"
 # The newest version of the main module the Go module proxy serves here (v0.86 and later answer 403).
@@ -31,7 +27,6 @@ FILES = (
     "monitoring.coreos.com_podmonitors.yaml",
     "monitoring.coreos.com_prometheusrules.yaml",
 )
-_PROVENANCE = ".fetched-from.json"
 
 
 def manifests_dir(version: str = VERSION) -> Path:
@@ -39,32 +34,13 @@ def manifests_dir(version: str = VERSION) -> Path:
 
 
 def _download(version: str) -> tuple[Path, dict]:
-    """`go mod download -json` of the module; its extracted directory in the module cache and the JSON."""
-    go = shutil.which("go")
-    if go is None:
-        raise GoBuildError(f"`go` is not on PATH: the Prometheus Operator CRDs come from {MODULE} on the Go module proxy")
-    configured = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=True).stdout.strip()
-    goproxy = proxy_only(configured)
-    if not goproxy:
-        raise GoBuildError(f"GOPROXY ({configured!r}) names no module proxy to fetch {MODULE} from")
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false", GOPROXY=goproxy, GOWORK="off")
-    with tempfile.TemporaryDirectory(prefix="prometheus-operator-") as scratch:
-        result = subprocess.run([go, "mod", "download", "-json", f"{MODULE}@{version}"], cwd=scratch, env=env,
-                                capture_output=True, text=True, timeout=600)
-    try:
-        info = json.loads(result.stdout)
-    except ValueError:
-        info = {}
-    if result.returncode != 0 or info.get("Error") or not info.get("Dir"):
-        detail = info.get("Error") or result.stderr.strip() or result.stdout.strip()
-        raise GoBuildError(f"go mod download {MODULE}@{version} failed: {detail}")
-    return Path(info["Dir"]), info
+    return go_modules.download(MODULE, version, "the Prometheus Operator CRDs")
 
 
 def fetch(version: str = VERSION, report: Report = lambda _: None) -> Path:
     """The folder holding the three CRD manifests, fetched and copied on first use."""
     target = manifests_dir(version)
-    if (target / _PROVENANCE).is_file():
+    if go_modules.is_cached(target):
         return target
     report(f"fetching {MODULE} {version} from the Go module proxy (first time only)")
     module_dir, info = _download(version)
@@ -72,17 +48,7 @@ def fetch(version: str = VERSION, report: Report = lambda _: None) -> Path:
     missing = [path.name for path in sources if not path.is_file() or not crd_names(path.read_text())]
     if missing:
         raise LocalClusterError(f"{MODULE}@{version} has no CRD in {CRD_DIR}/ for: {', '.join(missing)}")
-    staging = target.with_name(f"{version}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for path in sources:
-        shutil.copyfile(path, staging / path.name)
-    provenance = {key: info.get(key) for key in ("Path", "Version", "Sum")} | {"dir": CRD_DIR}
-    (staging / _PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
-    # Swapped in whole: an interrupted fetch never leaves a folder that looks complete.
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
+    return go_modules.cache_copy(target, sources, info, CRD_DIR)
 
 
 def install(kubectl: Kubectl, version: str = VERSION, report: Report = lambda _: None,

@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import shutil
 import string
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import _is_built, _module_hash, _stamp
-from .gateway_api import proxy_only
-from .paths import GoBuildError, LocalClusterError, StateLayout, cache_root
+from .build import _go_build, _is_built
+from .go_modules import go_and_proxy
+from .paths import StateLayout, cache_root
 
 # Keep in step with gobuild-seaweedfs/go.mod (a unit test checks they agree). SeaweedFS publishes no
 # semantic versions as Go module versions: the pin is a pseudo-version of its main branch.
@@ -98,35 +96,10 @@ def build(on_output: Report | None = None) -> Path:
     bin_dir = binaries_dir()
     if _is_built(bin_dir, GOBUILD_DIR, (BINARY,)):
         return bin_dir / BINARY
-    go = shutil.which("go")
-    if go is None:
-        raise GoBuildError("`go` is not on PATH: SeaweedFS is compiled from the Go module proxy")
-    configured = subprocess.run([go, "env", "GOPROXY"], capture_output=True, text=True, check=True).stdout.strip()
-    goproxy = proxy_only(configured)
-    if not goproxy:
-        raise GoBuildError(f"GOPROXY ({configured!r}) names no module proxy to fetch SeaweedFS from")
-    staging = bin_dir.with_name("bin.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false", GOPROXY=goproxy, GOWORK="off")
+    _, goproxy = go_and_proxy("SeaweedFS")
     # `tool`: the go.mod's tool directive names SeaweedFS's main package; the binary takes its name, weed.
-    command = [go, "build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", f"{staging}/", "tool"]
-    process = subprocess.Popen(command, cwd=GOBUILD_DIR, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    tail: list[str] = []
-    assert process.stdout is not None
-    for line in process.stdout:
-        tail = (tail + [line.rstrip()])[-30:]
-        if on_output:
-            on_output(line.rstrip())
-    if process.wait() != 0:
-        raise GoBuildError(f"go build in {GOBUILD_DIR.name}/ failed:\n" + "\n".join(tail))
-    if not (staging / BINARY).is_file():
-        raise GoBuildError(f"go build in {GOBUILD_DIR.name}/ finished but did not produce {BINARY}")
-    _stamp(staging).write_text(_module_hash(GOBUILD_DIR) + "\n")
-    # Swapped in whole, so an interrupted build never leaves a bin/ that looks complete.
-    shutil.rmtree(bin_dir, ignore_errors=True)
-    staging.rename(bin_dir)
+    _go_build(GOBUILD_DIR, bin_dir, ["tool"], (BINARY,), "-s -w", on_output,
+              extra_env={"GOPROXY": goproxy, "GOWORK": "off"})
     return bin_dir / BINARY
 
 
