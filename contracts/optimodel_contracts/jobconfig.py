@@ -41,12 +41,16 @@ class SourceSpec(Spec):
     """The model to optimize. ``onnx``; ``torch``: a TorchScript archive (``torch.jit.save``), as in the
     API; ``state_dict``: a ``torch.save`` state dict, ``factory`` makes the module; ``exported_program``:
     a ``torch.export.save`` file. ``factory`` (with ``factoryKwargs``) is also the default student
-    architecture of distillation."""
+    architecture of distillation. ``codePath``: a folder or a ``.py`` file holding the factory's module
+    (a local path, relative to the config file's folder, or any fsspec URI, fetched), put on the import
+    path before the factory is imported; the config file's folder and the working directory are searched
+    after it (optimodel_jobs.source.import_factory)."""
 
     uri: str
     format: Literal["onnx", "torch", "state_dict", "exported_program"] = "onnx"
     factory: str | None = None
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
+    code_path: str | None = Field(default=None, min_length=1)
     inputs: list[InputSpec] | None = None
     output_names: list[str] = Field(default_factory=lambda: ["logits"])
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
@@ -255,6 +259,10 @@ class OptimizeConfig(Spec):
     work_dir: str | None = None
     report: str | None = None
     seed: int = 0
+    # The folder of the config file (load_config sets it): a relative source.codePath is resolved against
+    # it and the factory's module is searched in it. Where the config was read from, not what was asked:
+    # left out of the spec hash, like workDir.
+    config_dir: str | None = None
 
     @model_validator(mode="after")
     def _references(self) -> OptimizeConfig:
@@ -278,7 +286,7 @@ class OptimizeConfig(Spec):
 
     def spec_hash(self) -> str:
         """A stable hash of what was asked for (lineage); key order and defaults do not change it."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"work_dir", "report"}), sort_keys=True)
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"work_dir", "report", "config_dir"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -316,4 +324,5 @@ def load_config(text_or_path: str) -> OptimizeConfig:
         raise OptimizeError(errors.CONFIG_INVALID, f"config file {path} cannot be parsed: {error}") from None
     if not isinstance(raw, dict):
         raise OptimizeError(errors.CONFIG_INVALID, f"config file {path} must hold a mapping at the top level")
+    raw.setdefault("configDir", str(path.resolve().parent))
     return parse_config(raw)

@@ -53,7 +53,7 @@ from optimodel_jobs.errors import OptimizeError
 from optimodel_jobs.gate import Metric, agreement, apply_budgets, decide, metric_drop, metric_for, score, with_override
 from optimodel_jobs.latency import LatencyStats, batch_of, measure_interleaved, peak_memory_mb
 from optimodel_jobs.runtime import ProviderChoice, choose_providers, cpu_limit_from_environment, predict, threads_for
-from optimodel_jobs.source import Source, fetch, load_source, load_torch_module
+from optimodel_jobs.source import Source, code_dirs, fetch, import_factory, load_source, load_torch_module
 
 
 class Progress(Protocol):
@@ -313,7 +313,7 @@ class Pipeline:
 
         with self.step("load source", source_summary):
             example = self._example_inputs(raw_eval, config.evaluation.dataset)
-            source = load_source(config.source, self.work_dir, example)
+            source = load_source(config.source, self.work_dir, example, config.config_dir)
             check_declared_inputs(config.source, source.inputs)
         with self.step("bind datasets"):
             evaluation = bind(raw_eval, config.evaluation.dataset, source.inputs, need_labels=metric.needs_labels)
@@ -654,22 +654,20 @@ class Pipeline:
                 if spec_d.teacher.format == "onnx":
                     raise OptimizeError(errors.TORCH_SOURCE_REQUIRED, "distill.teacher must be a torch model")
                 local = fetch(spec_d.teacher.uri, work / f"teacher{suffix}", "distill.teacher")
-                teacher = load_torch_module(spec_d.teacher, local)
+                teacher = load_torch_module(spec_d.teacher, local, code_dirs(spec_d.teacher, self.config.config_dir, work))
                 if spec_d.teacher.format == "exported_program":
                     teacher = teacher.module()
                 teacher_name = spec_d.teacher.uri
-            from optimodel_jobs.zoo import resolve_factory
-
             factory_name = spec_d.student_factory or self.config.source.factory
             if factory_name is None:
                 raise OptimizeError(
                     errors.CONFIG_INVALID,
                     f"variant {variant.name!r}: distill.studentFactory is needed when the source has no factory",
                 )
-            try:
-                factory = resolve_factory(factory_name)
-            except (ImportError, AttributeError, ValueError) as error:
-                raise OptimizeError(errors.FACTORY_NOT_FOUND, f"distill.studentFactory {factory_name!r}: {error}") from None
+            factory = import_factory(
+                factory_name, "distill.studentFactory" if spec_d.student_factory else "source.factory",
+                source.code_dirs or code_dirs(self.config.source, self.config.config_dir, work),
+            )
             kwargs = {**(self.config.source.factory_kwargs if spec_d.student_factory is None else {}), **spec_d.student}
             try:
                 student = factory(**kwargs)

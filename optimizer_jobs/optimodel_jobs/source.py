@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,9 @@ class Source:
     outputs: list[TensorSpec]
     module: Any | None  # the torch module when there is one (pruning and distillation need it)
     spec: SourceSpec
+    # Where the factories' modules are searched (source.codePath, the config's folder, the working
+    # directory), each with why: distillation imports its student's factory from the same places.
+    code_dirs: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def tensor_specs(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -83,11 +91,137 @@ def check_onnx(path: Path, uri: str) -> None:
         raise OptimizeError(errors.SOURCE_INVALID, f"ONNX Runtime cannot load source {uri}: {error}") from None
 
 
-def load_torch_module(spec: SourceSpec, local: Path) -> Any:
+def code_dirs(spec: SourceSpec, config_dir: str | None, work_dir: Path) -> list[tuple[Path, str]]:
+    """The folders a factory's module is searched in, in order, each with why: ``source.codePath`` (a folder,
+    or the folder of a ``.py`` file; a store URI is fetched under ``work_dir``), the config file's folder, the
+    working directory. The console script ``optimodel`` does not put the working directory on the import
+    path the way ``python -m`` does, so without this a module next to the config is not found."""
+    folders: list[tuple[Path, str]] = []
+    if spec.code_path is not None:
+        folders.append((_code_path_folder(spec.code_path, config_dir, work_dir), f"source.codePath {spec.code_path}"))
+    if config_dir is not None:
+        folders.append((Path(config_dir), "the config file's folder"))
+    folders.append((Path.cwd(), "the working directory"))
+    unique: list[tuple[Path, str]] = []
+    for folder, why in folders:
+        if all(folder.resolve() != seen.resolve() for seen, _ in unique):
+            unique.append((folder, why))
+    return unique
+
+
+def _code_path_folder(code_path: str, config_dir: str | None, work_dir: Path) -> Path:
+    protocol, path = fsspec.core.split_protocol(code_path)
+    if protocol in (None, "file", "local"):
+        local = Path(path)
+        if not local.is_absolute():
+            local = Path(config_dir or os.getcwd()) / local
+        if not local.exists():
+            raise OptimizeError(
+                errors.FACTORY_NOT_FOUND,
+                f"source.codePath {code_path} does not exist (looked at {local}); give the folder holding the "
+                "factory's module or the .py file itself (a relative path is read from the config file's folder)",
+            )
+        return local.parent if local.is_file() else local
+    # A store URI (s3://, gs://, memory:// ...): copied next to the work, as the source model is.
+    target = work_dir / "code"
+    try:
+        fs, remote = fsspec.core.url_to_fs(code_path)
+        if fs.isdir(remote):
+            fs.get(remote.rstrip("/") + "/", str(target) + "/", recursive=True)
+            return target
+        if not fs.exists(remote):
+            raise FileNotFoundError(remote)
+        target.mkdir(parents=True, exist_ok=True)
+        fs.get(remote, str(target / Path(remote).name))
+        return target
+    except FileNotFoundError:
+        raise OptimizeError(errors.FACTORY_NOT_FOUND, f"source.codePath {code_path} does not exist") from None
+    except Exception as error:  # noqa: BLE001 - protocol errors vary
+        raise OptimizeError(errors.FACTORY_NOT_FOUND, f"source.codePath {code_path} cannot be read: {error}") from None
+
+
+@contextmanager
+def _on_import_path(folders: list[Path]) -> Iterator[None]:
+    """The folders first on ``sys.path`` while importing, and only then: the Job's own imports are not
+    shadowed afterwards by a user file that happens to share a name."""
+    added = [str(f) for f in folders if str(f) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)
+
+
+def _forget_stale(top: str, folders: list[Path]) -> None:
+    """A module of that name imported earlier from elsewhere (a previous run in the same process) would
+    be returned by importlib as is; when one of the folders holds it, the earlier one is forgotten."""
+    cached = sys.modules.get(top)
+    if cached is None:
+        return
+    here = [f for f in folders if (f / f"{top}.py").is_file() or (f / top / "__init__.py").is_file()]
+    origin = getattr(cached, "__file__", None)
+    if not here or (origin is not None and any(Path(origin).resolve().is_relative_to(f.resolve()) for f in here)):
+        return
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+
+
+def import_factory(reference: str, field_name: str, folders: list[tuple[Path, str]]) -> Callable[..., Any]:
+    """``"module:function"`` -> the function, its module searched first in ``folders`` (see code_dirs), then on
+    the Python path. Each way it can fail is a FactoryNotFound that says where it looked and what to do."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise OptimizeError(
+            errors.FACTORY_NOT_FOUND, f"{field_name} {reference!r} must look like 'module:function' (e.g. mymodels:build_mlp)"
+        )
+    paths = [folder for folder, _ in folders]
+    top = module_name.split(".")[0]
+    _forget_stale(top, paths)
+    with _on_import_path(paths):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and (module_name == error.name or module_name.startswith(error.name + ".")):
+                looked = "; ".join(f"{folder} ({why})" for folder, why in folders)
+                raise OptimizeError(
+                    errors.FACTORY_NOT_FOUND,
+                    f"{field_name} {reference!r}: no module named {error.name!r} in {looked}, nor on the Python path. "
+                    f"Put {top}.py (or the package {top}/) in the config file's folder, or set source.codePath to "
+                    "its folder or .py file (a local path or a store URI), or install it in this environment",
+                ) from None
+            raise OptimizeError(
+                errors.FACTORY_NOT_FOUND,
+                f"{field_name} {reference!r}: {module_name} was found but imports {error.name!r}, which is not installed "
+                f"here ({error})",
+            ) from None
+        except Exception as error:  # noqa: BLE001 - the user's module may fail in any way while importing
+            raise OptimizeError(
+                errors.FACTORY_NOT_FOUND,
+                f"{field_name} {reference!r}: importing {module_name} failed: {type(error).__name__}: {error}",
+            ) from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise OptimizeError(
+            errors.FACTORY_NOT_FOUND,
+            f"{field_name} {reference!r}: {module_name} ({getattr(module, '__file__', '?')}) has no function "
+            f"{attribute!r}; it defines {', '.join(defined) or 'none'}",
+        )
+
+    @functools.wraps(factory)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        # A factory may import its own helpers from the same folder when it runs, not only at import.
+        with _on_import_path(paths):
+            return factory(*args, **kwargs)
+
+    return call
+
+
+def load_torch_module(spec: SourceSpec, local: Path, folders: list[tuple[Path, str]] | None = None) -> Any:
     """Build the torch module a SourceSpec describes (factory + state dict, TorchScript, or program)."""
     import torch
-
-    from optimodel_jobs.zoo import resolve_factory
 
     if spec.format == "torch":
         try:
@@ -99,10 +233,7 @@ def load_torch_module(spec: SourceSpec, local: Path) -> Any:
             return torch.export.load(str(local))
         except Exception as error:  # noqa: BLE001
             raise OptimizeError(errors.SOURCE_UNREADABLE, f"source {spec.uri} is not a torch.export file: {error}") from None
-    try:
-        factory = resolve_factory(spec.factory or "")
-    except (ImportError, AttributeError, ValueError) as error:
-        raise OptimizeError(errors.FACTORY_NOT_FOUND, f"source.factory {spec.factory!r} cannot be imported: {error}") from None
+    factory = import_factory(spec.factory or "", "source.factory", folders if folders is not None else code_dirs(spec, None, local.parent))
     try:
         state = torch.load(str(local), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
@@ -135,22 +266,26 @@ def _check_hash(spec: SourceSpec, local: Path) -> None:
         )
 
 
-def load_source(spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, np.ndarray] | None) -> Source:
-    """Load and check the source; torch sources are exported with ``example_inputs`` (names + shapes)."""
+def load_source(
+    spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, np.ndarray] | None, config_dir: str | None = None
+) -> Source:
+    """Load and check the source; torch sources are exported with ``example_inputs`` (names + shapes).
+    ``config_dir``: the config file's folder, where the factory's module is also searched (see code_dirs)."""
     from optimodel_jobs.onnx_export import export_module, export_program
 
     source_dir = work_dir / "source"
+    folders = code_dirs(spec, config_dir, work_dir) if spec.factory else []
     if spec.format == "onnx":
         local = fetch(spec.uri, source_dir / "source.onnx", "source")
         _check_hash(spec, local)
         check_onnx(local, spec.uri)
         inputs, outputs = tensor_specs(local)
-        return Source(local, sha256_file(local)[0], inputs, outputs, None, spec)
+        return Source(local, sha256_file(local)[0], inputs, outputs, None, spec, folders)
 
     suffix = {"state_dict": ".pt", "torch": ".ts", "exported_program": ".pt2"}[spec.format]
     local = fetch(spec.uri, source_dir / f"source{suffix}", "source")
     _check_hash(spec, local)
-    module = load_torch_module(spec, local)
+    module = load_torch_module(spec, local, folders)
     if not example_inputs:
         raise OptimizeError(errors.EXPORT_FAILED, "a torch source needs evaluation data to export it with")
     onnx_path = source_dir / "source.onnx"
@@ -161,7 +296,7 @@ def load_source(spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, n
         else:
             # The exporter inlines a TorchScript module's graph in place, which would hide its structure from
             # the pruner's rebuild (optimodel_jobs.torchscript): a second copy is exported.
-            exported = load_torch_module(spec, local) if spec.format == "torch" else module
+            exported = load_torch_module(spec, local, folders) if spec.format == "torch" else module
             export_module(exported, example_inputs, spec.output_names, onnx_path)
     except OptimizeError:
         raise
@@ -172,4 +307,4 @@ def load_source(spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, n
         ) from None
     check_onnx(onnx_path, spec.uri)
     inputs, outputs = tensor_specs(onnx_path)
-    return Source(onnx_path, sha256_file(local)[0], inputs, outputs, module, spec)
+    return Source(onnx_path, sha256_file(local)[0], inputs, outputs, module, spec, folders)
