@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,9 @@ import yaml
 
 from optimodel_localcluster import prometheus_rules
 from optimodel_localcluster.cluster import LocalCluster
-from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install_operator
-from optimodel_operator.examples import Published, publish
-from optimodel_operator.testing.cluster import get_model, install_crd, scale_operator, wait_for
+from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE
+from optimodel_operator.examples import Published
+from optimodel_operator.testing.cluster import get_model, wait_for
 from optimodel_operator.testing.rollout import Traffic, digits_revision, evaluation_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -38,17 +37,6 @@ DASHBOARD = REPO / "charts" / "optimodel" / "files" / "dashboards" / "optimodel.
 STORE = "/var/lib/optimodel/store/tests/monitoring"
 # Grafana's $__rate_interval is four scrape intervals at least; the local Prometheus scrapes every second.
 RATE_INTERVAL = "10s"
-
-
-@pytest.fixture(scope="module")
-def operator_in_cluster(local_cluster: LocalCluster) -> Iterator[Published]:
-    install_crd(local_cluster.kubectl)
-    published = publish()
-    install_operator(local_cluster, report=lambda _: None)
-    try:
-        yield published
-    finally:
-        scale_operator(local_cluster.kubectl, 0)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
-"""The loop, end to end: the operator in a pod (its Deployment, ServiceAccount and RBAC from
-deploy/kustomize), real optimization Jobs, real model-server pods, traffic through kube-proxy.
+"""The loop, end to end: the operator in a pod (installed with the chart, as `optimodel demo` does), real optimization Jobs, real model-server pods, traffic through kube-proxy.
 
 (a) apply → Ready, each pool serves the expected variant, a request through the model's ClusterIP
 answers the source model's classes on held-out data; (b) a variant that fails the gate is never
@@ -23,24 +22,11 @@ import numpy as np
 import pytest
 
 from optimodel_localcluster.cluster import LocalCluster
-from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install_operator, post_when_routed
-from optimodel_operator.examples import Published, load_example, publish
-from optimodel_operator.testing.cluster import condition, events_for, get_model, install_crd, scale_operator, wait_for
+from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, post_when_routed
+from optimodel_operator.examples import Published, load_example
+from optimodel_operator.testing.cluster import condition, events_for, get_model, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def operator_in_cluster(local_cluster: LocalCluster) -> Iterator[Published]:
-    """The CRD, the published zoo model and the operator Deployment; the operator stopped afterwards."""
-    install_crd(local_cluster.kubectl)
-    published = publish()
-    install_operator(local_cluster, report=lambda _: None)
-    try:
-        yield published
-    finally:
-        scale_operator(local_cluster.kubectl, 0)
-        shutil.rmtree(TEST_STORES, ignore_errors=True)
 
 
 def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
@@ -74,6 +60,13 @@ def _items(cluster: LocalCluster, kind: str, namespace: str, name: str) -> list[
 
 
 TEST_STORES = Path("/var/lib/optimodel/store/tests")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_stores() -> Iterator[None]:
+    """The module's stores go when it ends: the next run's Jobs run again instead of reusing them."""
+    yield
+    shutil.rmtree(TEST_STORES, ignore_errors=True)
 
 
 def _digits(namespace: str, name: str = "digits") -> dict[str, Any]:

@@ -17,33 +17,21 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from optimodel_localcluster.cluster import LocalCluster
-from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install_operator
-from optimodel_operator.examples import Published, publish
-from optimodel_operator.testing.cluster import events_for, get_model, install_crd, scale_operator, wait_for
+from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE
+from optimodel_operator.examples import Published
+from optimodel_operator.testing.cluster import events_for, get_model, wait_for
 from optimodel_operator.testing.rollout import FAST_ROLLOUT, Traffic, digits_revision, evaluation_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 # One store for the module: revision 2's Jobs run once, later tests reuse their results by content.
 STORE = "/var/lib/optimodel/store/tests/rollout"
-
-
-@pytest.fixture(scope="module")
-def operator_in_cluster(local_cluster: LocalCluster) -> Iterator[Published]:
-    install_crd(local_cluster.kubectl)
-    published = publish()
-    install_operator(local_cluster, report=lambda _: None)
-    try:
-        yield published
-    finally:
-        scale_operator(local_cluster.kubectl, 0)
 
 
 def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:

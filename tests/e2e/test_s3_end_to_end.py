@@ -19,9 +19,9 @@ import s3fs
 
 from optimodel_localcluster import seaweedfs
 from optimodel_localcluster.cluster import LocalCluster
-from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, install_operator, post_when_routed
-from optimodel_operator.examples import Published, load_example, publish
-from optimodel_operator.testing.cluster import condition, get_model, install_crd, scale_operator, wait_for
+from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, post_when_routed
+from optimodel_operator.examples import Published, load_example
+from optimodel_operator.testing.cluster import condition, get_model, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -39,18 +39,6 @@ def bucket(local_cluster: LocalCluster) -> s3fs.S3FileSystem:
     keys = _secret(local_cluster, seaweedfs.NAMESPACE, seaweedfs.USER_SECRET)
     return s3fs.S3FileSystem(key=keys["AWS_ACCESS_KEY_ID"], secret=keys["AWS_SECRET_ACCESS_KEY"],
                              endpoint_url=local_cluster.s3_endpoint, use_listings_cache=False)
-
-
-@pytest.fixture(scope="module")
-def operator_in_cluster(local_cluster: LocalCluster) -> Iterator[Published]:
-    """The CRD, the published zoo model and the operator Deployment (this checkout's code); stopped afterwards."""
-    install_crd(local_cluster.kubectl)
-    published = publish()
-    install_operator(local_cluster, report=lambda _: None)
-    try:
-        yield published
-    finally:
-        scale_operator(local_cluster.kubectl, 0)
 
 
 @pytest.fixture
