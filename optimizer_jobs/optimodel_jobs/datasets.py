@@ -101,17 +101,61 @@ def feature_names(raw: RawTable, spec: DatasetSpec) -> list[str]:
     return [key for key in raw.arrays if key != label]
 
 
+def feature_columns(raw: RawTable, spec: DatasetSpec) -> list[str]:
+    """A table's feature columns when dataset.columns is unset: every column but the label (see label_key)."""
+    label = label_key(raw, spec.label)
+    return [c for c in raw.arrays if c != label]
+
+
+def example_inputs(raw: RawTable, spec: DatasetSpec, names: Sequence[str], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+    """Two samples per input, to export a torch source with: the same columns / arrays that ``bind`` feeds the
+    model later (the label left out by the same rule), so a feature-count problem shows before the export.
+    ``dtypes``: the declared ``source.inputs`` types; undeclared float64 becomes float32."""
+    if raw.tabular:
+        mapping = spec.columns or {names[0]: feature_columns(raw, spec)}
+        arrays = {}
+        for name, columns in mapping.items():
+            missing = [c for c in columns if c not in raw.arrays]
+            if missing:
+                raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} has no columns {missing} for input {name!r}")
+            _numeric_columns(raw, columns)
+            arrays[name] = np.concatenate([raw.arrays[c][:2].reshape(min(2, len(raw.arrays[c])), -1) for c in columns], axis=1)
+    else:
+        missing = [n for n in names if n not in raw.arrays]
+        if missing:
+            raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} lacks arrays {missing} named by source.inputs")
+        arrays = {name: raw.arrays[name][:2] for name in names}
+    examples = {}
+    for name, array in arrays.items():
+        if name in dtypes:
+            array = array.astype(dtypes[name])  # the signature the user declared
+        elif array.dtype == np.float64:
+            array = array.astype(np.float32)
+        examples[name] = array
+    return examples
+
+
+def _numeric_columns(raw: RawTable, columns: Sequence[str]) -> None:
+    """Feature columns must hold numbers: a text column (often the label under another name) is named."""
+    for column in columns:
+        values = raw.arrays[column]
+        if values.dtype.kind not in "biuf" and not (values.dtype == object and len(values) and isinstance(values[0], np.ndarray)):
+            sample = ", ".join(repr(v) for v in list(dict.fromkeys(values[:50].tolist()))[:3])
+            raise OptimizeError(
+                errors.SHAPE_MISMATCH,
+                f"dataset {raw.uri}: feature column {column!r} holds {values.dtype} values ({sample}), not numbers. "
+                f"If it is the label, say so with dataset: {{uri: {raw.uri}, label: {column}}}; otherwise encode it as "
+                "numbers or leave it out with dataset.columns",
+            )
+
+
 def bind(
     raw: RawTable, spec: DatasetSpec, model_inputs: Sequence[TensorSpec], need_labels: bool
 ) -> Dataset:
     """Match the data to the model's inputs: names, per-sample shapes and dtypes; refuse what won't fit."""
     label = label_key(raw, spec.label)
-    if need_labels and label is None:
-        raise OptimizeError(
-            errors.LABELS_MISSING,
-            f"dataset {raw.uri} has no label {'column' if raw.tabular else 'array'} {spec.label!r} "
-            f"(found: {', '.join(raw.arrays) or 'nothing'}) and the metric needs labels",
-        )
+    if need_labels:
+        require_label(raw, spec)
     inputs = _tabular_inputs(raw, spec, model_inputs, label) if raw.tabular else _npz_inputs(raw, model_inputs, label)
     lengths = {name: len(array) for name, array in inputs.items()}
     if label is not None:
@@ -123,6 +167,23 @@ def bind(
     bound = {tensor.name: _fit(raw.uri, tensor, inputs[tensor.name]) for tensor in model_inputs}
     labels = None if label is None else np.asarray(raw.arrays[label])
     return Dataset(raw.uri, bound, labels).take(spec.samples)
+
+
+def require_label(raw: RawTable, spec: DatasetSpec) -> None:
+    """LabelsMissing, naming every name looked for and the setting that fixes it, when the data has no label.
+    Checked as soon as the data is read: otherwise a torch source is exported with the would-be label as an input."""
+    if label_key(raw, spec.label) is None:
+        kind = "column" if raw.tabular else "array"
+        looked = (
+            f"{kind}s named {', '.join(repr(n) for n in _LABEL_FALLBACKS)} (the names read when dataset.label is unset)"
+            if spec.label == "label" else f"a {kind} named {spec.label!r} (dataset.label)"
+        )
+        raise OptimizeError(
+            errors.LABELS_MISSING,
+            f"dataset {raw.uri} has none of the {looked}; it has {', '.join(raw.arrays) or 'nothing'}, and the metric "
+            f"needs labels. Name the label {kind} with dataset: {{uri: {raw.uri}, label: <{kind}>}}, "
+            "or use metric: agreement (no labels)",
+        )
 
 
 def _npz_inputs(raw: RawTable, model_inputs: Sequence[TensorSpec], label: str | None) -> dict[str, np.ndarray]:
@@ -162,6 +223,7 @@ def _tabular_inputs(
             raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} has no columns {missing} for input {name!r}")
         if not columns:
             raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} has no feature columns for input {name!r}")
+        _numeric_columns(raw, columns)
         parts = [raw.arrays[c].reshape(len(raw.arrays[c]), -1) for c in columns]
         result[name] = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     for tensor in model_inputs:

@@ -48,7 +48,7 @@ from optimodel_contracts.runrecord import (
     build_record_uri,
     read_build_record,
 )
-from optimodel_jobs.datasets import Dataset, RawTable, bind, feature_names, read_table
+from optimodel_jobs.datasets import Dataset, RawTable, bind, example_inputs, feature_names, read_table, require_label
 from optimodel_jobs.errors import OptimizeError
 from optimodel_jobs.gate import Metric, agreement, apply_budgets, decide, metric_drop, metric_for, score, with_override
 from optimodel_jobs.latency import LatencyStats, batch_of, measure_interleaved, peak_memory_mb
@@ -300,6 +300,8 @@ class Pipeline:
         self.has_vnni = cpu_has_vnni()
         with self.step("read datasets"):
             raw_eval = read_table(config.evaluation.dataset.uri)
+            if metric.needs_labels:
+                require_label(raw_eval, config.evaluation.dataset)  # before a torch export takes it for an input
             calibration_spec = config.calibration or CalibrationSpec()
             raw_calibration = read_table(calibration_spec.dataset.uri) if calibration_spec.dataset else None
             raw_training = read_table(config.training.uri) if config.training else None
@@ -313,7 +315,7 @@ class Pipeline:
 
         with self.step("load source", source_summary):
             example = self._example_inputs(raw_eval, config.evaluation.dataset)
-            source = load_source(config.source, self.work_dir, example, config.config_dir)
+            source = load_source(config.source, self.work_dir, example, config.config_dir, config.evaluation.dataset.uri)
             check_declared_inputs(config.source, source.inputs)
         with self.step("bind datasets"):
             evaluation = bind(raw_eval, config.evaluation.dataset, source.inputs, need_labels=metric.needs_labels)
@@ -426,23 +428,7 @@ class Pipeline:
         if self.config.source.format == "onnx":
             return None
         names = self.config.source.input_names or feature_names(raw, spec)
-        if raw.tabular:
-            columns = [c for c in raw.arrays if c != spec.label]
-            stacked = np.stack([raw.arrays[c] for c in columns], axis=1).astype(np.float32)
-            return {names[0]: stacked[:2]}
-        missing = [n for n in names if n not in raw.arrays]
-        if missing:
-            raise OptimizeError(errors.INPUT_MISMATCH, f"dataset {raw.uri} lacks arrays {missing} named by source.inputNames")
-        declared = {i.name: i for i in self.config.source.inputs or []}
-        examples = {}
-        for name in names:
-            array = raw.arrays[name]
-            if name in declared:
-                array = array.astype(declared[name].dtype)  # the signature the user declared
-            elif array.dtype == np.float64:
-                array = array.astype(np.float32)
-            examples[name] = array[:2]
-        return examples
+        return example_inputs(raw, spec, names, {i.name: i.dtype for i in self.config.source.inputs or []})
 
     def _secondary(
         self, raw: RawTable | None, spec: DatasetSpec | None, raw_training: RawTable | None, source: Source, evaluation: Dataset

@@ -266,11 +266,59 @@ def _check_hash(spec: SourceSpec, local: Path) -> None:
         )
 
 
+def _first_layer_width(module: Any) -> tuple[str, str, int, int] | None:
+    """(name, layer type, the input axis it reads, the width it expects) of the module's first Linear / Conv
+    layer in registration order, eager or TorchScript; None when the first layer with weights is another kind."""
+    for name, child in module.named_modules():
+        kind = getattr(child, "original_name", type(child).__name__)  # TorchScript keeps the eager class name
+        weight = getattr(child, "weight", None) if hasattr(child, "_parameters") else None
+        if weight is None or not hasattr(weight, "shape"):
+            continue
+        if kind == "Linear" and len(weight.shape) == 2:
+            return name or "(the model)", kind, -1, int(weight.shape[1])
+        if kind in ("Conv1d", "Conv2d", "Conv3d") and len(weight.shape) >= 3:
+            return name or "(the model)", kind, 1, int(weight.shape[1]) * int(getattr(child, "groups", 1))
+        return None
+    return None
+
+
+def check_data_fits(module: Any, example_inputs: Mapping[str, np.ndarray], data_uri: str) -> None:
+    """Run the torch source on two samples before exporting it: when that fails and the samples' width differs
+    from what the model's first layer reads, it is a data problem (ShapeMismatch naming the file, the found and
+    the expected width), not an export failure. Any other failure is left to the export, which reports it."""
+    import torch
+
+    if len(example_inputs) != 1 or not isinstance(module, torch.nn.Module):
+        return
+    (name, array), = example_inputs.items()
+    try:
+        with torch.no_grad():
+            module(torch.from_numpy(np.ascontiguousarray(array)))
+        return
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, ValueError, IndexError...
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+    layer = _first_layer_width(module)
+    if layer is None or array.ndim < 2:
+        return
+    layer_name, kind, axis, width = layer
+    found = int(array.shape[axis])
+    if found == width:
+        return
+    what = "features" if axis == -1 else "channels"
+    raise OptimizeError(
+        errors.SHAPE_MISMATCH,
+        f"dataset {data_uri}: samples of input {name!r} have shape {list(array.shape[1:])} ({found} {what}); the "
+        f"model's first layer {layer_name} ({kind}) expects {width} {what} (torch: {cause}). Check which columns or "
+        "arrays are features: the label is left out (dataset.label), dataset.columns picks the rest",
+    )
+
+
 def load_source(
-    spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, np.ndarray] | None, config_dir: str | None = None
+    spec: SourceSpec, work_dir: Path, example_inputs: Mapping[str, np.ndarray] | None, config_dir: str | None = None,
+    data_uri: str | None = None,
 ) -> Source:
-    """Load and check the source; torch sources are exported with ``example_inputs`` (names + shapes).
-    ``config_dir``: the config file's folder, where the factory's module is also searched (see code_dirs)."""
+    """Load and check the source; torch sources are exported with ``example_inputs`` (names + shapes), taken from
+    ``data_uri``. ``config_dir``: the config file's folder, where the factory's module is also searched."""
     from optimodel_jobs.onnx_export import export_module, export_program
 
     source_dir = work_dir / "source"
@@ -289,6 +337,7 @@ def load_source(
     if not example_inputs:
         raise OptimizeError(errors.EXPORT_FAILED, "a torch source needs evaluation data to export it with")
     onnx_path = source_dir / "source.onnx"
+    check_data_fits(module, example_inputs, data_uri or "(evaluation data)")
     try:
         if spec.format == "exported_program":
             export_program(module, example_inputs, spec.output_names, onnx_path)
