@@ -29,7 +29,7 @@ _QUANTIZE_KEYS = ("mode", "weightType", "perChannel", "calibration")
 _CONVERT_KEYS = ("dtype", "keepIoTypes")
 _PRUNE_KEYS = ("amount", "headsAmount", "granularity", "norm", "fineTuneEpochs", "dataset")
 _DISTILL_KEYS = ("student", "dataset", "epochs", "temperature", "alpha", "learningRate", "batchSize")
-_SOURCE_KEYS = ("uri", "format", "inputs", "sha256")
+_SOURCE_KEYS = ("uri", "format", "inputs", "sha256", "factory", "codePath")
 
 
 def _cpu_quantity(value: Any) -> float | None:

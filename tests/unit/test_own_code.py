@@ -175,3 +175,44 @@ def test_the_config_folder_is_not_part_of_the_spec_hash(tmp_path: Path) -> None:
     assert [why for _, why in code_dirs(first.source, first.config_dir, tmp_path)] == [
         "the config file's folder", "the working directory",
     ]
+
+
+def _job_for(source: dict[str, Any]) -> dict[str, Any]:
+    from optimodel_operator.api.spec import parse_spec
+    from optimodel_operator.builders.job import build_job
+    from optimodel_operator.planner.revision import job_plans
+    from optimodel_operator.planner.view import PlannerConfig, ResourceView
+    from optimodel_operator.testing.manifests import base_manifest
+
+    spec = base_manifest()["spec"]
+    spec["source"] = source
+    spec["nodePools"] = [{"name": "cpu", "variant": "auto"}]
+    parsed = parse_spec(spec)
+    view = ResourceView(name="m", namespace="ns", generation=1, spec=spec, uid="uid-1")
+    store = "s3://store/m"
+    plan = next(iter(job_plans(parsed, "m", store)))
+    return build_job(view, parsed, plan, "r1", store, PlannerConfig())["spec"]["template"]["spec"]
+
+
+def test_the_operator_ships_code_path_to_the_job() -> None:
+    source = {"uri": "s3://models/m/mlp.ts", "format": "torch", "inputs": [{"name": "x", "shape": [-1, 30]}],
+              "factory": "mymodels:build_mlp"}
+    on_node = _job_for({**source, "codePath": "file:///opt/user-code/mymodels.py"})
+    config = json.loads(on_node["containers"][0]["args"][1])
+    assert config["source"]["codePath"] == "file:///opt/user-code/mymodels.py"
+    assert config["source"]["factory"] == "mymodels:build_mlp"
+    mounts = {m["mountPath"]: m for m in on_node["containers"][0]["volumeMounts"]}
+    assert mounts["/opt/user-code"]["readOnly"] is True
+    in_store = _job_for({**source, "codePath": "s3://models/m/code/"})
+    assert json.loads(in_store["containers"][0]["args"][1])["source"]["codePath"] == "s3://models/m/code/"
+    assert all(m["mountPath"] != "/opt/user-code" for m in in_store["containers"][0]["volumeMounts"])
+
+
+def test_code_path_without_a_factory_is_refused_by_the_api() -> None:
+    from optimodel_operator.api.spec import parse_spec
+    from optimodel_operator.testing.manifests import base_manifest
+
+    spec = base_manifest()["spec"]
+    spec["source"]["codePath"] = "s3://models/m/code/"
+    with pytest.raises(Exception, match="source.codePath holds the module of source.factory"):
+        parse_spec(spec)

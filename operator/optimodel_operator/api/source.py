@@ -47,8 +47,24 @@ class ModelSource(ApiModel):
     """Input signature, for models it cannot be read from (required for `torch`)."""
     sha256: Annotated[str, StringConstraints(pattern=r"^[a-f0-9]{64}$", max_length=64)] | None = None
     """Expected SHA-256 of the file at `uri`; the optimization Jobs refuse a model that differs."""
+    factory: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$", max_length=256)
+    ] | None = None
+    """`module:function` that builds the model's architecture as a torch nn.Module, e.g. `mymodels:build_mlp`:
+    the student of `distill` (called with the student's `layers` and `hidden`); a TorchScript model cannot say it."""
+    code_path: Uri | None = None
+    """Folder or .py file holding the factory's module (absolute path, file://, s3:// or gs://): the optimization
+    Job reads it like the source (a node-local path is mounted read-only, a store URI fetched with the store's
+    credentials) and imports the factory from it."""
 
     cel_rules = (
+        CelRule(
+            rule="!has(self.codePath) || has(self.factory)",
+            message="source.codePath holds the module of source.factory; set source.factory too",
+            check=lambda s: s.code_path is None or s.factory is not None,
+            field_path=".codePath",
+            reason="FieldValueRequired",
+        ),
         CelRule(
             rule="self.format != 'torch' || has(self.inputs)",
             message="source.inputs is required when source.format is torch (the signature cannot be read from TorchScript)",

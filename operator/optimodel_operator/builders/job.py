@@ -23,6 +23,8 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 def _data_uris(spec: OptimizedModelSpec) -> list[str]:
     uris = [spec.source.uri, spec.evaluation.dataset]
+    if spec.source.code_path:
+        uris.append(spec.source.code_path)  # the factory's module: read by the Job like the model
     for optimization in spec.optimizations:
         if optimization.quantize and optimization.quantize.calibration:
             uris.append(optimization.quantize.calibration.dataset)
