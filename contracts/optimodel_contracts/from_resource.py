@@ -85,6 +85,8 @@ def config_from_resource(resource: dict[str, Any], *, store: str | None = None, 
         mapped = {"name": pool["name"], "executionProvider": pool.get("executionProvider", "cpu")}
         if pool.get("variant") is not None:
             mapped["variant"] = pool["variant"]
+        if pool.get("objective") is not None:
+            mapped["objective"] = pool["objective"]
         if (cpu := _cpu_quantity(limits.get("cpu"))) is not None:
             mapped["cpuLimit"] = cpu
         mapped_pools.append(mapped)

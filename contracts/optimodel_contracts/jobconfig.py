@@ -233,12 +233,15 @@ class LatencySpec(Spec):
 
 class PoolSpec(Spec):
     """A node pool (the API's ``nodePools[]``): its execution provider, the variant it names (None:
-    ``auto``) and its CPU limit (the API's ``resources.limits.cpu``, in cores)."""
+    ``auto``), its CPU limit (the API's ``resources.limits.cpu``, in cores) and what ``auto`` optimizes
+    there (:mod:`optimodel_contracts.choice`): ``latency`` at the smallest batch size, ``throughput`` at
+    the largest, or ``size``."""
 
     name: str
     execution_provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     variant: str | None = None
     cpu_limit: float | None = Field(default=None, gt=0)
+    objective: Literal["latency", "throughput", "size"] = "latency"
 
 
 class OptimizeConfig(Spec):
@@ -286,7 +289,10 @@ class OptimizeConfig(Spec):
 
     def spec_hash(self) -> str:
         """A stable hash of what was asked for (lineage); key order and defaults do not change it."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"work_dir", "report", "config_dir"}), sort_keys=True)
+        # A pool's objective only changes the choice among the same measurements, not what is built or
+        # measured: left out, so changing it (or this field's arrival) reuses the run and keeps every hash.
+        exclude: Any = {"work_dir": True, "report": True, "config_dir": True, "pools": {"__all__": {"objective"}}}
+        canonical = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -103,6 +103,8 @@ class RunRecord(_Record):
     source: VariantRecord
     variants: list[VariantRecord]
     chosen: dict[str, str | None]
+    # Per pool, why it serves what ``chosen`` says (auto's speed-ups and intervals); absent in older records.
+    choice_reasons: dict[str, str] = Field(default_factory=dict)
     result_uri: str | None = None
     report: str | None = None
 

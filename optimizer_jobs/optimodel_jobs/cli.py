@@ -71,6 +71,8 @@ def print_table(console: Any, result: Any) -> None:
             console.print(f"[red]{row['variant']}[/]: {row['reason']}", highlight=False)
     for pool, variant in result.chosen.items():
         console.print(f"pool [bold]{pool}[/] -> {variant or '[red]nothing passed the gate[/]'}", highlight=False)
+        if result.choice_reasons.get(pool):
+            console.print(f"  [dim]{result.choice_reasons[pool]}[/]", highlight=False)
 
 
 def report_refusal(reason: str, message: str, console: Any) -> None:

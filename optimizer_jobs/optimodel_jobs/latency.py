@@ -5,6 +5,10 @@ round), so that a noisy neighbour or a thermal change hurts all variants alike i
 happened to run during it. Warm-up calls are made before the first round and at the start of every
 block (after a short pause that lets the previous model's spinning thread pool go idle) and are
 never recorded.
+
+Noise: each round's block median is kept (``blocks_p50_ms``, in round order), so the p50 has an interval
+(``p50_low_ms``/``p50_high_ms``, order statistics of the block medians) and a variant's speed-up over the
+source can be judged round by round (:mod:`optimodel_contracts.choice`, which ``auto`` decides with).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from optimodel_contracts.choice import median_interval
 from optimodel_jobs.runtime import make_session
 
 
@@ -35,15 +41,34 @@ class LatencyStats:
     mean_ms: float
     throughput_per_s: float
     samples: int
+    blocks_p50_ms: tuple[float, ...] = ()
+    """The median of each interleaved round's block, in round order (empty: not measured in rounds)."""
+    p50_low_ms: float | None = None
+    p50_high_ms: float | None = None
+    """A 90% interval of the p50 from the block medians; None with fewer than 5 rounds."""
 
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, tuple):
+                out[key] = [_precise(v) for v in value]
+            else:
+                out[key] = _precise(value) if isinstance(value, float) else value
+        return out
 
 
-def summarize(batch_size: int, timings_s: list[float]) -> LatencyStats:
-    """Pure: percentiles (ms) and throughput (samples/s) from per-call timings."""
+def _precise(value: float) -> float:
+    # Four decimals of a millisecond hide the difference between two 0.009 ms models; keep 4 significant digits.
+    return float(f"{value:.4g}") if 0 < abs(value) < 1 else round(value, 4)
+
+
+def summarize(batch_size: int, timings_s: list[float], blocks_s: list[list[float]] | None = None) -> LatencyStats:
+    """Pure: percentiles (ms) and throughput (samples/s) from per-call timings; ``blocks_s``: the same
+    timings per interleaved round, for the block medians and the p50's interval."""
     values = np.asarray(timings_s, dtype=np.float64) * 1000.0
     mean = float(values.mean())
+    blocks = tuple(float(np.median(np.asarray(b, dtype=np.float64) * 1000.0)) for b in blocks_s or [] if b)
+    interval = median_interval(blocks) if blocks else None
     return LatencyStats(
         batch_size=batch_size,
         p50_ms=float(np.percentile(values, 50)),
@@ -52,6 +77,9 @@ def summarize(batch_size: int, timings_s: list[float]) -> LatencyStats:
         mean_ms=mean,
         throughput_per_s=batch_size * 1000.0 / mean,
         samples=len(values),
+        blocks_p50_ms=blocks,
+        p50_low_ms=None if interval is None else interval[0],
+        p50_high_ms=None if interval is None else interval[1],
     )
 
 
@@ -87,6 +115,7 @@ def measure_interleaved(
             for _ in range(warmup):
                 sessions[name].run(None, feeds[name])  # type: ignore[attr-defined]
         timings: dict[str, list[float]] = {name: [] for name in models}
+        blocks: dict[str, list[list[float]]] = {name: [] for name in models}
         for round_index in range(rounds):
             rotation = order[round_index % len(order) :] + order[: round_index % len(order)]
             for name in rotation:
@@ -96,12 +125,15 @@ def measure_interleaved(
                 time.sleep(SETTLE_S)
                 for _ in range(BLOCK_WARMUP):
                     session.run(None, fed)  # type: ignore[attr-defined]
+                block: list[float] = []
                 for _ in range(per_round):
                     started = time.perf_counter()
                     session.run(None, fed)  # type: ignore[attr-defined]
-                    timings[name].append(time.perf_counter() - started)
+                    block.append(time.perf_counter() - started)
+                timings[name].extend(block)
+                blocks[name].append(block)
         for name in models:
-            results[name][batch_size] = summarize(batch_size, timings[name])
+            results[name][batch_size] = summarize(batch_size, timings[name], blocks[name])
     return results
 
 

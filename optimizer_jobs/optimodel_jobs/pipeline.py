@@ -31,6 +31,7 @@ from optimodel_contracts.artifacts import (
     put_bytes,
     write_artifact,
 )
+from optimodel_contracts.choice import Candidate, Timing, choose_auto, timings
 from optimodel_contracts.jobconfig import (
     CalibrationSpec,
     DatasetSpec,
@@ -132,6 +133,8 @@ class RunResult:
     work_dir: Path
     result_uri: str | None = None
     report_path: Path | None = None
+    choice_reasons: dict[str, str] = field(default_factory=dict)
+    """Per pool, why it serves what ``chosen`` says (``auto``'s figures, or the name it asked for)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +144,7 @@ class RunResult:
             "source": self.source.summary(),
             "variants": [v.summary() for v in self.variants],
             "chosen": self.chosen,
+            "choice_reasons": self.choice_reasons,
             "result_uri": self.result_uri,
             "report": str(self.report_path) if self.report_path else None,
         }
@@ -246,26 +250,58 @@ def pool_for(config: OptimizeConfig, variant: VariantSpec) -> PoolSpec:
     return cpu[0] if cpu else config.pools[0]
 
 
-def choose_for_pools(config: OptimizeConfig, outcomes: list[VariantOutcome], batch_size: int) -> dict[str, str | None]:
-    """Pure: per pool, the variant it names if that one is deployable, else the fastest deployable variant
-    meant for a pool of that provider (p50 at ``batch_size``), else None (nothing passed the gate)."""
-    chosen: dict[str, str | None] = {}
-    deployable = [o for o in outcomes if o.gate is not None and o.gate.deployable and batch_size in o.latency]
+@dataclass(frozen=True)
+class PoolPick:
+    """What a pool serves and why: a variant, ``source``, or None when no variant passed the gate."""
+
+    variant: str | None
+    reason: str
+
+
+def _timing(stats: LatencyStats) -> Timing:
+    return Timing(stats.p50_ms, stats.blocks_p50_ms)
+
+
+def _candidate(outcome: VariantOutcome, source: VariantOutcome | None) -> Candidate:
+    # The source as measured in the same interleaved rounds as this variant (its provider group), else the
+    # Job's own measurement of it.
+    paired = timings(outcome.details.get("latency_source"))
+    source_latency = paired or ({b: _timing(s) for b, s in source.latency.items()} if source is not None else {})
+    return Candidate(outcome.name, {b: _timing(s) for b, s in outcome.latency.items()}, source_latency,
+                     outcome.size_bytes, outcome.drop)
+
+
+def pool_choices(config: OptimizeConfig, outcomes: list[VariantOutcome], source: VariantOutcome | None = None) -> dict[str, PoolPick]:
+    """Pure: per pool, the variant it names if that one is deployable; else ``auto`` among the deployable
+    variants meant for a pool of that provider (:func:`optimodel_contracts.choice.choose_auto`: only a
+    variant faster than the source beyond noise, by the pool's objective, else the source); None when no
+    variant passed the gate."""
+    picks: dict[str, PoolPick] = {}
+    deployable = [o for o in outcomes if o.gate is not None and o.gate.deployable and o.latency]
     for pool in config.pools:
         if pool.variant == "source":
-            chosen[pool.name] = "source"
+            picks[pool.name] = PoolPick("source", "the pool asks for the source model")
             continue
         named = [o for o in deployable if o.name == pool.variant]
         if named:
-            chosen[pool.name] = named[0].name
+            picks[pool.name] = PoolPick(named[0].name, f"variant {pool.variant} as asked; it passed the gate")
             continue
+        asked = f"variant {pool.variant} did not pass the gate, so " if pool.variant is not None else ""
         fitting = [o for o in deployable if o.provider.requested == pool.execution_provider] or (
             deployable if pool.execution_provider == "cpu" else []
         )
         fitting = [o for o in fitting if o.provider.requested == "cpu"] if pool.execution_provider == "cpu" else fitting
-        best = min(fitting, key=lambda o: o.latency[batch_size].p50_ms, default=None)
-        chosen[pool.name] = best.name if best else None
-    return chosen
+        choice = choose_auto([_candidate(o, source) for o in fitting], pool.objective,
+                             source_size_bytes=None if source is None else source.size_bytes,
+                             where=f"on {pool.execution_provider}")
+        variant = choice.variant if fitting else None
+        picks[pool.name] = PoolPick(variant, asked + choice.reason)
+    return picks
+
+
+def choose_for_pools(config: OptimizeConfig, outcomes: list[VariantOutcome], source: VariantOutcome | None = None) -> dict[str, str | None]:
+    """Pure: the variant name of :func:`pool_choices` per pool."""
+    return {pool: pick.variant for pool, pick in pool_choices(config, outcomes, source).items()}
 
 
 class Pipeline:
@@ -410,8 +446,9 @@ class Pipeline:
                 for o in [source_outcome, *built]
             }
         variants = [o for name, o in outcomes.items() if name != "source"]
-        chosen = choose_for_pools(config, variants, min(config.latency.batch_sizes))
-        result = RunResult(config, metric, source_outcome, variants, chosen, self.work_dir)
+        picks = pool_choices(config, variants, source_outcome)
+        result = RunResult(config, metric, source_outcome, variants, {p: pick.variant for p, pick in picks.items()},
+                           self.work_dir, choice_reasons={p: pick.reason for p, pick in picks.items()})
         with self.step("write artifacts", lambda: f"the source and {len(built)} variants in {config.store}"):
             self._write_artifacts(result, source, [source_outcome, *built], references)
         with self.step("report"):
@@ -797,7 +834,9 @@ class Pipeline:
                     "max_drop_mode": self.config.evaluation.max_drop_mode,
                     "agreement": outcome.agreement,
                     "latency": {str(b): s.as_dict() for b, s in outcome.latency.items()},
-                    "source_latency": {str(b): s.as_dict() for b, s in result.source.latency.items()},
+                    # The source as timed in the same interleaved rounds as this variant: the pairs `auto` compares.
+                    "source_latency": outcome.details.get("latency_source")
+                    or {str(b): s.as_dict() for b, s in result.source.latency.items()},
                     "parameters": outcome.parameters,
                     "source_parameters": result.source.parameters,
                     "peak_memory_mb": outcome.peak_memory_mb,

@@ -58,6 +58,22 @@ def plot(result: RunResult, target: Path) -> Path:
     return target
 
 
+def speedup_text(outcome: VariantOutcome, source: VariantOutcome, batch: int) -> str:
+    """Pure: the speed-up over the source timed in the same rounds, with its 90% interval when the rounds give
+    one (``2.10x [1.95-2.30]``); what ``auto`` decides with (:mod:`optimodel_contracts.choice`)."""
+    from optimodel_contracts.choice import Timing, speedup, timings
+
+    if outcome is source:
+        return "1.00x" if batch in source.latency else ""
+    mine = {b: Timing(s.p50_ms, s.blocks_p50_ms) for b, s in outcome.latency.items()}
+    theirs = timings(outcome.details.get("latency_source")) or {
+        b: Timing(s.p50_ms, s.blocks_p50_ms) for b, s in source.latency.items()}
+    found = speedup(mine, theirs, batch)
+    if found is None:
+        return ""
+    return f"{found.estimate:.2f}x" + (f" [{found.low:.2f}-{found.high:.2f}]" if found.low is not None and found.high is not None else "")
+
+
 def table_rows(result: RunResult) -> list[dict[str, Any]]:
     """Pure: one row per model for the terminal table and the HTML report."""
     batch = min(result.config.latency.batch_sizes)
@@ -75,7 +91,7 @@ def table_rows(result: RunResult) -> list[dict[str, Any]]:
                 "agreement": "" if outcome.agreement is None else f"{outcome.agreement:.3f}",
                 "p50_ms": "" if stats is None else f"{stats.p50_ms:.3f}",
                 "p99_ms": "" if stats is None else f"{stats.p99_ms:.3f}",
-                "speedup": "" if stats is None or base is None else f"{base.p50_ms / stats.p50_ms:.2f}x",
+                "speedup": "" if stats is None or base is None else speedup_text(outcome, result.source, batch),
                 "size_mb": "" if outcome.size_bytes is None else f"{outcome.size_bytes / 1e6:.2f}",
                 "params": "" if outcome.parameters is None else f"{outcome.parameters:,}",
                 "provider": outcome.provider.effective + (" (fallback)" if outcome.provider.fallback else ""),
@@ -101,7 +117,8 @@ def write_report(result: RunResult, target: Path) -> Path:
         for row in rows
     )
     pools = "".join(
-        f"<li><b>{html.escape(pool)}</b>: {html.escape(variant or 'nothing passed the gate')}</li>"
+        f"<li><b>{html.escape(pool)}</b>: {html.escape(variant or 'nothing passed the gate')}"
+        f" <small>({html.escape(result.choice_reasons.get(pool, ''))})</small></li>"
         for pool, variant in result.chosen.items()
     )
     evaluation = result.config.evaluation
@@ -112,7 +129,8 @@ padding:4px 8px;font-size:13px}}tr.fail td,tr.error td{{background:#fdd}}tr.pass
 <body><h1>{html.escape(result.config.name)}</h1>
 <p>Gate: {html.escape(result.metric.name)}, maxDrop {evaluation.max_drop} ({evaluation.max_drop_mode}),
 minAgreement {evaluation.min_agreement}. Latency: p50/p99 at batch {min(result.config.latency.batch_sizes)},
-variants measured interleaved; speedup is against the fp32 source measured in the same run.</p>
+variants measured interleaved; speedup is the median over the rounds of the source's block median over the
+variant's in the same round, [its 90% interval]; <code>auto</code> serves a variant only when the interval is above 1.</p>
 <h2>Chosen variant per pool</h2><ul>{pools}</ul>
 <img src="{html.escape(image.name)}" alt="accuracy vs latency">
 <h2>Variants</h2><table><tr>{header}</tr>{body}</table>

@@ -164,6 +164,7 @@ MAPPED: dict[str, tuple[Setter, Check]] = {
                                         lambda c: _gate(c) is not None and _gate(c).max_size_mib == 4.0),
     "nodePools[].name": (_set("nodePools[].name", "edge"), lambda c: [p.name for p in c.pools] == ["edge"]),
     "nodePools[].variant": (_set("nodePools[].variant", "c"), lambda c: c.pools[0].variant == "c"),
+    "nodePools[].objective": (_set("nodePools[].objective", "size"), lambda c: c.pools[0].objective == "size"),
     "nodePools[].executionProvider": (lambda r: r["spec"]["nodePools"][0].update(executionProvider="cuda", gpus=1),
                                       lambda c: c.pools[0].execution_provider == "cuda"),
     # Only the CPU limit matters to the Job (its threads when measuring); other limits are the pod's.

@@ -78,9 +78,10 @@ def test_pool_choice_prefers_fastest_deployable_and_respects_names() -> None:
     config = parse_config({**BASE, "variants": [{"name": n} for n in ("fast-bad", "ok", "fp16")],
                            "pools": [{"name": "cpu"}, {"name": "gpu", "executionProvider": "cuda"}, {"name": "pinned", "variant": "ok"}]})
     outcomes = [_outcome("fast-bad", "cpu", 0.5, False), _outcome("ok", "cpu", 1.0, True), _outcome("fp16", "cuda", 2.0, True)]
-    assert choose_for_pools(config, outcomes, 1) == {"cpu": "ok", "gpu": "fp16", "pinned": "ok"}
+    source = _outcome("source", "cpu", 3.0, True)  # auto compares with the source: slower than every variant here
+    assert choose_for_pools(config, outcomes, source) == {"cpu": "ok", "gpu": "fp16", "pinned": "ok"}
     nothing = [_outcome("fast-bad", "cpu", 0.5, False)]
-    assert choose_for_pools(config, nothing, 1)["cpu"] is None
+    assert choose_for_pools(config, nothing, source)["cpu"] is None
 
 
 def test_fp16_goes_to_a_gpu_pool_by_default() -> None:

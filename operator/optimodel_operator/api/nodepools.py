@@ -29,6 +29,12 @@ class ExecutionProvider(DescribedEnum):
         return self is not ExecutionProvider.CPU
 
 
+class Objective(DescribedEnum):
+    LATENCY = "latency", "Lowest latency at the benchmark's batch size (batch 1 unless evaluation.benchmark says otherwise)."
+    THROUGHPUT = "throughput", "Most samples per second at the largest batch size measured."
+    SIZE = "size", "The smallest artifact that is not slower than the source."
+
+
 class TolerationOperator(DescribedEnum):
     EQUAL = "Equal", "The taint's value must equal `value`."
     EXISTS = "Exists", "Any value of the taint's key; `value` must be empty."
@@ -80,8 +86,11 @@ class NodePool(ApiModel):
     name: Name
     """Pool name, unique in the list; it names the serving Deployment."""
     variant: Name = AUTO_VARIANT
-    """Variant served here: an optimizations[].name, `source`, or `auto` (the fastest variant that
-    passed the gate on this pool's execution provider)."""
+    """Variant served here: an optimizations[].name, `source`, or `auto`: among the variants that passed the
+    gate on this pool's execution provider, the best by `objective` that is faster than the source beyond
+    measurement noise (else the source serves, and status.pools[].message says why)."""
+    objective: Objective = Objective.LATENCY
+    """What `auto` optimizes: latency, throughput or size."""
     replicas: int = Field(1, ge=1, le=100)
     """Serving pods in this pool at full rollout."""
     node_selector: Annotated[dict[LabelKey, LabelValue], Field(max_length=32)] | None = None

@@ -1,10 +1,16 @@
-"""Which variant each node pool serves, from what the gate said on that pool's provider."""
+"""Which variant each node pool serves, from what the gate said on that pool's provider.
+
+``auto`` is :func:`optimodel_contracts.choice.choose_auto`, the rule the optimizer's own report uses too:
+a variant serves only when it is faster than the source beyond measurement noise (by the pool's
+``objective``), else the source serves and the reason says so.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from optimodel_contracts.choice import Candidate, Timing, choose_auto
 from optimodel_operator.api.nodepools import AUTO_VARIANT, SOURCE_VARIANT, NodePool
 from optimodel_operator.planner.results import SOURCE, Measured
 
@@ -23,10 +29,16 @@ class PoolChoice:
         return self.variant is None
 
 
-def _fastest(candidates: list[Measured]) -> Measured | None:
-    # Ties (equal p50) go to the smaller artifact, then the name: the same inputs give the same choice.
-    timed = [m for m in candidates if m.p50_ms is not None]
-    return min(timed, key=lambda m: (m.p50_ms, m.size_bytes or 0, m.variant), default=None)
+def candidate(m: Measured) -> Candidate:
+    """What `auto` compares of one variant. A manifest written before the rounds were recorded has only
+    p50s: they stand in (at the benchmark's batch size), and the choice then asks for a margin."""
+    latency: Mapping[int, Timing] = m.latency
+    source_latency: Mapping[int, Timing] = m.source_latency
+    if not latency and m.p50_ms is not None:
+        latency = {m.batch_size or 1: Timing(m.p50_ms)}
+    if not source_latency and m.source_p50_ms is not None:
+        source_latency = {m.batch_size or 1: Timing(m.source_p50_ms)}
+    return Candidate(m.variant, latency, source_latency, m.size_bytes, m.drop)
 
 
 def _source(pool: NodePool, measured: Mapping[str, Measured], why: str) -> PoolChoice:
@@ -49,11 +61,10 @@ def choose(pool: NodePool, measured: Mapping[str, Measured]) -> PoolChoice:
             return PoolChoice(pool.name, None, chosen,
                               f"variant {pool.variant} failed the gate on {provider}: {chosen.reason}")
         return PoolChoice(pool.name, chosen.variant, chosen, f"variant {pool.variant} as asked; it passed the gate on {provider}")
-    passed = [m for name, m in measured.items() if name != SOURCE and m.deployable]
-    best = _fastest(passed)
-    if best is None:
-        return _source(pool, measured, f"auto: no variant passed the gate on {provider}, so the source model serves")
-    others = len(passed) - 1
-    return PoolChoice(pool.name, best.variant, best,
-                      f"auto: {best.variant} is the fastest of {others + 1} variant(s) that passed on {provider} "
-                      f"(p50 {best.p50_ms:.3f} ms)")
+    passed = {name: m for name, m in measured.items() if name != SOURCE and m.deployable}
+    source = measured.get(SOURCE)
+    pick = choose_auto([candidate(m) for m in passed.values()], pool.objective.value,
+                       source_size_bytes=None if source is None else source.size_bytes, where=f"on {provider}")
+    if pick.variant == SOURCE:
+        return _source(pool, measured, pick.reason)
+    return PoolChoice(pool.name, pick.variant, passed[pick.variant], pick.reason)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from optimodel_contracts.choice import Timing, timings
+
 SOURCE = "source"
 
 
@@ -38,6 +40,12 @@ class Measured:
     error_message: str | None = None
     drift_profiled: bool = False
     """The artifact carries a drift reference: its server reports input-drift PSI."""
+    latency: Mapping[int, Timing] = field(default_factory=dict)
+    """Per batch size: p50 and the interleaved rounds' block medians (what `auto` compares)."""
+    source_latency: Mapping[int, Timing] = field(default_factory=dict)
+    """The source, timed in the same rounds as this variant."""
+    batch_size: int | None = None
+    """The benchmark's batch size, which p50_ms / p99_ms are at."""
 
     @property
     def speedup(self) -> float | None:
@@ -88,6 +96,9 @@ def measured_from_manifest(
         provider_used=metrics.get("provider_used"),
         provider_fallback=metrics.get("provider_fallback"),
         drift_profiled=manifest.get("drift_reference") is not None,
+        latency=timings(metrics.get("latency")),
+        source_latency=timings(metrics.get("source_latency")),
+        batch_size=batch_size,
     )
 
 
