@@ -170,8 +170,11 @@ def test_every_variant_measured_and_pool_choice(mlp_run: RunResult) -> None:
     for outcome in mlp_run.variants:
         assert outcome.latency, outcome.name
         assert outcome.gate is not None
-    assert mlp_run.chosen["gpu"] == "fp16"
-    assert mlp_run.chosen["cpu"] in {v.name for v in mlp_run.variants if v.gate and v.gate.deployable}
+    # auto serves a variant only when it beats the source beyond noise (test_auto_choice.py), else the source;
+    # fp16 is the gpu pool's one candidate (here on the CPU fallback) and the reason weighs it.
+    assert mlp_run.chosen["gpu"] in {"fp16", "source"} and "fp16" in mlp_run.choice_reasons["gpu"]
+    assert mlp_run.chosen["cpu"] in {v.name for v in mlp_run.variants if v.gate and v.gate.deployable} | {"source"}
+    assert mlp_run.choice_reasons["cpu"].startswith("auto (latency)")
     assert mlp_run.report_path is not None and mlp_run.report_path.exists()
     png = mlp_run.report_path.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -196,7 +196,8 @@ def test_job_entrypoint_takes_an_operator_resource(mlp: Any, tmp_path: Path) -> 
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["name"] == "from-resource"
-    assert result["chosen"] == {"cpu": "int8"}
+    # auto: int8 only when faster than the source beyond noise (test_auto_choice.py); the reason weighs it.
+    assert result["chosen"]["cpu"] in {"int8", "source"} and "int8" in result["choice_reasons"]["cpu"]
     assert result["variants"][0]["manifest_uri"].startswith(str(tmp_path / "store"))
 
 
