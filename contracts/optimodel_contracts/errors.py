@@ -32,6 +32,14 @@ LABELS_MISSING = "LabelsMissing"
 # Variants and results
 VARIANT_FAILED = "VariantFailed"
 STORE_WRITE_FAILED = "StoreWriteFailed"
+# Locations (optimodel_jobs.probes opens every input and the store before any step runs). "Not found" is
+# SourceUnreadable / DatasetUnreadable ("does not exist") for an input and StoreNotFound for the store's bucket.
+FILESYSTEM_MISSING = "FileSystemMissing"  # no fsspec implementation for the URI's protocol (s3fs, gcsfs ...)
+HOST_UNREACHABLE = "HostUnreachable"  # connection refused, DNS failure, no answer before the deadline
+CREDENTIALS_MISSING = "CredentialsMissing"  # none found (or HTTP 401)
+CREDENTIALS_INVALID = "CredentialsInvalid"  # found, and rejected by the service (unknown key, bad signature)
+PERMISSION_DENIED = "PermissionDenied"  # the identity is known and may not read the input / write the store
+STORE_NOT_FOUND = "StoreNotFound"  # the store's bucket does not exist
 
 
 class ReasonedError(Exception):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from optimodel_jobs import errors, graphopt
+from optimodel_jobs import errors, graphopt, probes
 from optimodel_contracts.artifacts import (
     ArtifactManifest,
     DriftReference,
@@ -52,6 +53,7 @@ from optimodel_contracts.runrecord import (
 from optimodel_jobs.datasets import Dataset, RawTable, bind, example_inputs, feature_names, read_table, require_label
 from optimodel_jobs.errors import OptimizeError
 from optimodel_jobs.gate import Metric, agreement, apply_budgets, decide, metric_drop, metric_for, score, with_override
+from optimodel_jobs.reuse import write_artifact_once
 from optimodel_jobs.latency import LatencyStats, batch_of, measure_interleaved, peak_memory_mb
 from optimodel_jobs.runtime import ProviderChoice, choose_providers, cpu_limit_from_environment, predict, threads_for
 from optimodel_jobs.source import Source, code_dirs, fetch, import_factory, load_source, load_torch_module
@@ -133,6 +135,7 @@ class RunResult:
     work_dir: Path
     result_uri: str | None = None
     report_path: Path | None = None
+    report_uri: str | None = None  # the report in the store, next to the run record
     choice_reasons: dict[str, str] = field(default_factory=dict)
     """Per pool, why it serves what ``chosen`` says (``auto``'s figures, or the name it asked for)."""
 
@@ -146,7 +149,7 @@ class RunResult:
             "chosen": self.chosen,
             "choice_reasons": self.choice_reasons,
             "result_uri": self.result_uri,
-            "report": str(self.report_path) if self.report_path else None,
+            "report": self.report_uri or (str(self.report_path) if self.report_path else None),
         }
 
 
@@ -308,6 +311,9 @@ class Pipeline:
     def __init__(self, config: OptimizeConfig, progress: Progress | None = None) -> None:
         self.config = config
         self.progress = progress or SilentProgress()
+        # A folder of our own making is removed when the run ends, whatever the end (run(), cleanup());
+        # a workDir the user named is theirs to keep.
+        self.temporary = not config.work_dir
         self.work_dir = Path(config.work_dir) if config.work_dir else Path(tempfile.mkdtemp(prefix="optimodel-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.has_vnni: bool | None = None
@@ -334,6 +340,8 @@ class Pipeline:
         from optimodel_jobs.quantize import cpu_has_vnni
 
         self.has_vnni = cpu_has_vnni()
+        with self.step("open inputs and store", lambda: f"{len(probes.targets(config))} locations"):
+            probes.probe_all(config)  # seconds, not the whole pipeline, to learn that a URI or its keys are wrong
         with self.step("read datasets"):
             raw_eval = read_table(config.evaluation.dataset.uri)
             if metric.needs_labels:
@@ -451,13 +459,31 @@ class Pipeline:
                            self.work_dir, choice_reasons={p: pick.reason for p, pick in picks.items()})
         with self.step("write artifacts", lambda: f"the source and {len(built)} variants in {config.store}"):
             self._write_artifacts(result, source, [source_outcome, *built], references)
-        with self.step("report"):
-            from optimodel_jobs.report import write_report
-
-            target = Path(config.report) if config.report else self.work_dir / "report.html"
-            result.report_path = write_report(result, target)
+        with self.step("report", lambda: f"{result.report_uri}" + (f" and {result.report_path}" if config.report else "")):
+            self._write_report(result)
             self._write_result(result)
         return result
+
+    def _write_report(self, result: RunResult) -> None:
+        """The report lands next to the run record in the store (``runs/<name>/<spec-hash[:16]>.html``, the
+        plot inside it), and at ``config.report`` when one is named (the CLI's ``--report``)."""
+        from optimodel_jobs.report import write_report
+
+        local = write_report(result, self.work_dir / "report" / "report.html")
+        try:
+            result.report_uri = put_bytes(self.config.store, f"{self._run_prefix()}.html", local.read_bytes())
+        except Exception as error:  # noqa: BLE001 - store protocols raise their own errors
+            raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing the report to {self.config.store}: {error}") from None
+        result.report_path = local
+        if self.config.report:
+            target = Path(self.config.report)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, target)
+            shutil.copyfile(local.with_suffix(".png"), target.with_suffix(".png"))
+            result.report_path = target
+
+    def _run_prefix(self) -> str:
+        return f"runs/{self.config.name}/{self.config.spec_hash()[:16]}"
 
     # ----------------------------------------------------------------------------------------------
 
@@ -854,17 +880,19 @@ class Pipeline:
                 details={"kind": outcome.kind, "pool": outcome.pool, **_jsonable(outcome.details)},
             )
             try:
-                outcome.manifest_uri = write_artifact(self.config.store, final, manifest)
+                # An unchanged variant (same model, gate and lineage) keeps the manifest it has (optimodel_jobs.reuse).
+                outcome.manifest_uri = write_artifact_once(self.config.store, final, manifest)
             except Exception as error:  # noqa: BLE001 - store protocols raise their own errors
                 raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing {outcome.name} to {self.config.store}: {error}") from None
 
     def _write_result(self, result: RunResult) -> None:
         # Validated against the contract the operator reads (optimodel_contracts.runrecord.RunRecord).
+        # The record names itself: its URI is known before it is written.
+        result.result_uri = f"{self.config.store.rstrip('/')}/{self._run_prefix()}.json"
         payload = RunRecord.model_validate(_jsonable(result.as_dict())).to_json()
         (self.work_dir / "result.json").write_bytes(payload)
-        relative = f"runs/{self.config.name}/{self.config.spec_hash()[:16]}.json"
         try:
-            result.result_uri = put_bytes(self.config.store, relative, payload)
+            put_bytes(self.config.store, f"{self._run_prefix()}.json", payload)
         except Exception as error:  # noqa: BLE001
             raise OptimizeError(errors.STORE_WRITE_FAILED, f"writing the run result to {self.config.store}: {error}") from None
 
@@ -893,5 +921,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def run(config: OptimizeConfig, progress: Progress | None = None) -> RunResult:
+    """Run the pipeline. A working folder it made is removed when the run fails (a refusal, a crash, Ctrl-C);
+    after a success it holds the files ``result`` points at, and :func:`cleanup` removes it."""
     pipeline = Pipeline(config, progress)
-    return pipeline.run()
+    try:
+        return pipeline.run()
+    except BaseException:
+        if pipeline.temporary:
+            shutil.rmtree(pipeline.work_dir, ignore_errors=True)
+        raise
+
+
+def cleanup(result: RunResult) -> None:
+    """Remove the run's working folder if the run made it (not a ``workDir`` the config named)."""
+    if not result.config.work_dir:
+        shutil.rmtree(result.work_dir, ignore_errors=True)

@@ -3,12 +3,28 @@
 
 from __future__ import annotations
 
+import base64
 import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+    from matplotlib.transforms import Bbox
+
     from optimodel_jobs.pipeline import RunResult, VariantOutcome
+
+
+def size_text(size_bytes: int | None) -> str:
+    """Pure: a size a person reads (``812 B``, ``4.2 KiB``, ``1.30 MiB``): a small model is not ``0.00`` MB."""
+    if size_bytes is None:
+        return ""
+    if size_bytes < 1024:
+        return f"{size_bytes} B"
+    if size_bytes < 1024 * 1024:
+        return f"{size_bytes / 1024:.1f} KiB"
+    return f"{size_bytes / 1024 / 1024:.2f} MiB"
 
 
 def gate_threshold(result: RunResult) -> float | None:
@@ -23,13 +39,24 @@ def gate_threshold(result: RunResult) -> float | None:
 
 
 def plot(result: RunResult, target: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure = plot_figure(result)
+    figure.savefig(target)
+    plt.close(figure)
+    return target
+
+
+def plot_figure(result: RunResult) -> Figure:
+    """The accuracy-vs-latency figure, its point labels moved apart so that none overlaps another."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     batch = min(result.config.latency.batch_sizes)
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 6), dpi=110)
+    labels = []
     chosen = {name for name in result.chosen.values() if name}
     points: list[VariantOutcome] = [result.source, *result.variants]
     for outcome in points:
@@ -42,7 +69,8 @@ def plot(result: RunResult, target: Path) -> Path:
         axes.scatter([latency], [outcome.metric], marker=marker, s=160 if marker == "*" else 60, color=color, zorder=3)
         label = outcome.name + (" (chosen: " + ", ".join(p for p, v in result.chosen.items() if v == outcome.name) + ")"
                                 if outcome.name in chosen else "")
-        axes.annotate(label, (latency, outcome.metric), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        labels.append(axes.annotate(label, (latency, outcome.metric), textcoords="offset points", xytext=(8, 4), fontsize=8,
+                                    arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.6}))
     threshold = gate_threshold(result)
     if threshold is not None:
         axes.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"gate ({result.metric.name} limit)")
@@ -53,9 +81,37 @@ def plot(result: RunResult, target: Path) -> Path:
     axes.set_title(f"{result.config.name}: {result.metric.name} vs latency")
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
-    figure.savefig(target)
-    plt.close(figure)
-    return target
+    _spread(figure, labels)
+    return figure
+
+
+def _spread(figure: Figure, labels: list[Annotation]) -> None:
+    """Move each label up or down, by steps of its own height, until it overlaps no label placed before it:
+    variants of one model often sit at nearly the same latency and accuracy (a line from each label leads
+    back to its point)."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed: list[Bbox] = []
+    for label in sorted(labels, key=lambda a: (-a.xy[1], a.xy[0])):
+        x, y = label.xyann
+        step = label.get_window_extent(renderer).height * 72.0 / figure.dpi + 2.0  # pixels -> offset points
+        for attempt in range(1, 60):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            # 1 -> one step down, 2 -> one step up, 3 -> two steps down ...
+            label.xyann = (x, y + (-1 if attempt % 2 else 1) * ((attempt + 1) // 2) * step)
+        placed.append(label.get_window_extent(renderer))
+
+
+def label_boxes(figure: Figure) -> list[tuple[str, Bbox]]:
+    """The figure's point labels and where they are drawn (for checking that none overlaps another)."""
+    from matplotlib.text import Annotation
+
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    return [(text.get_text(), text.get_window_extent(renderer))
+            for axes in figure.axes for text in axes.texts if isinstance(text, Annotation)]
 
 
 def speedup_text(outcome: VariantOutcome, source: VariantOutcome, batch: int) -> str:
@@ -92,7 +148,7 @@ def table_rows(result: RunResult) -> list[dict[str, Any]]:
                 "p50_ms": "" if stats is None else f"{stats.p50_ms:.3f}",
                 "p99_ms": "" if stats is None else f"{stats.p99_ms:.3f}",
                 "speedup": "" if stats is None or base is None else speedup_text(outcome, result.source, batch),
-                "size_mb": "" if outcome.size_bytes is None else f"{outcome.size_bytes / 1e6:.2f}",
+                "size": size_text(outcome.size_bytes),
                 "params": "" if outcome.parameters is None else f"{outcome.parameters:,}",
                 "provider": outcome.provider.effective + (" (fallback)" if outcome.provider.fallback else ""),
                 "gate": "source" if outcome.name == "source" else (
@@ -128,11 +184,11 @@ def write_report(result: RunResult, target: Path) -> Path:
 padding:4px 8px;font-size:13px}}tr.fail td,tr.error td{{background:#fdd}}tr.pass td{{background:#dfd}}</style></head>
 <body><h1>{html.escape(result.config.name)}</h1>
 <p>Gate: {html.escape(result.metric.name)}, maxDrop {evaluation.max_drop} ({evaluation.max_drop_mode}),
-minAgreement {evaluation.min_agreement}. Latency: p50/p99 at batch {min(result.config.latency.batch_sizes)},
+minAgreement {"-" if evaluation.min_agreement is None else evaluation.min_agreement}. Latency: p50/p99 at batch {min(result.config.latency.batch_sizes)},
 variants measured interleaved; speedup is the median over the rounds of the source's block median over the
 variant's in the same round, [its 90% interval]; <code>auto</code> serves a variant only when the interval is above 1.</p>
 <h2>Chosen variant per pool</h2><ul>{pools}</ul>
-<img src="{html.escape(image.name)}" alt="accuracy vs latency">
+<img src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}" alt="accuracy vs latency">
 <h2>Variants</h2><table><tr>{header}</tr>{body}</table>
 </body></html>
 """

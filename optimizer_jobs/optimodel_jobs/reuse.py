@@ -22,6 +22,15 @@ from typing import Any
 
 import fsspec
 
+from optimodel_contracts.artifacts import (
+    BLOB_PREFIX,
+    ArtifactIntegrityError,
+    ArtifactManifest,
+    put_bytes,
+    read_manifest,
+    sha256_file,
+    write_artifact,
+)
 from optimodel_contracts.jobconfig import CalibrationSpec, DatasetSpec, OptimizeConfig, VariantSpec
 
 KEY_VERSION = 1
@@ -116,3 +125,46 @@ def build_material(
 
 def build_key(material: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifests of unchanged variants
+
+MANIFEST_INDEX_PREFIX = "manifest-index"
+# What changes from one run of the same variant to the next without the variant changing: when the manifest
+# was written, the latency and memory measured this time, and how the model was come by (built or reused).
+_VOLATILE_METRICS = ("latency", "source_latency", "peak_memory_mb")
+_VOLATILE_DETAILS = ("build", "latency_threads", "latency_source")
+
+
+def manifest_identity(manifest: ArtifactManifest) -> str:
+    """sha256 of what makes a manifest the same artifact: the model's bytes (its sha256), tensors, gate,
+    lineage, drift reference, accuracy figures and details, without the measurements of one run."""
+    raw = manifest.model_dump(mode="json", exclude={"created_at"})
+    raw["metrics"] = {k: v for k, v in raw["metrics"].items() if k not in _VOLATILE_METRICS}
+    raw["details"] = {k: v for k, v in raw["details"].items() if k not in _VOLATILE_DETAILS}
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_artifact_once(store_uri: str, model_path: Path, manifest: ArtifactManifest) -> str:
+    """:func:`optimodel_contracts.artifacts.write_artifact`, except that a variant whose manifest identity
+    the store already holds (``manifest-index/<name>/<identity>``, naming the manifest) gets that manifest's
+    URI back and nothing new is written. The manifest found is read and verified (its name is the sha256 of
+    its bytes, its blob is there); a damaged one is written afresh."""
+    digest, size = sha256_file(Path(model_path))
+    filled = manifest.model_copy(update={"sha256": digest, "size_bytes": size, "blob": f"{BLOB_PREFIX}/{digest}.onnx"})
+    identity = manifest_identity(filled)
+    index = f"{MANIFEST_INDEX_PREFIX}/{manifest.name}/{identity}"
+    base = store_uri.rstrip("/")
+    try:
+        with fsspec.open(f"{base}/{index}", "rb") as handle:
+            known = f"{base}/{handle.read().decode().strip()}"
+        previous = read_manifest(known)
+        fs, root = fsspec.core.url_to_fs(store_uri)
+        if previous.sha256 == digest and fs.size(f"{root.rstrip('/')}/{previous.blob}") == size:
+            return known
+    except (FileNotFoundError, ArtifactIntegrityError, UnicodeDecodeError):
+        pass  # none yet, or one that cannot be trusted: write it (below) and point the index at the new one
+    uri = write_artifact(store_uri, model_path, manifest)
+    put_bytes(store_uri, index, uri.removeprefix(f"{base}/").encode())
+    return uri
