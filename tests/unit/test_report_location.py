@@ -101,8 +101,9 @@ def test_help_names_where_the_report_goes_and_what_the_exit_codes_mean() -> None
 
 
 def test_no_temporary_folder_survives_a_refused_a_crashed_or_a_finished_run(
-    mlp: Any, tmp_path: Path, private_tmp: Path
+    mlp: Any, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     store = tmp_path / "store"
     refused = _config(mlp, store, evaluation={"dataset": str(tmp_path / "missing.npz"), "metric": "accuracy"})
     with pytest.raises(OptimizeError) as caught:
@@ -183,7 +184,10 @@ def test_sizes_and_unset_settings_read_right(mlp: Any, tmp_path: Path, private_t
     assert "minAgreement -" in page and "None" not in page
 
 
-def test_nothing_passed_the_gate_exits_0_with_a_hint(mlp: Any, tmp_path: Path, private_tmp: Path) -> None:
+def test_nothing_passed_the_gate_exits_0_with_a_hint(
+    mlp: Any, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the CLI's report copy goes to the working directory
     tight = {"maxSizeMiB": 1e-6}  # no artifact is that small: every variant fails the gate
     config = _config(mlp, tmp_path / "store", variants=[{"name": "int8", "quantize": {"mode": "dynamic"}, "gate": tight},
                                                         {"name": "copy-a", "gate": tight}])
