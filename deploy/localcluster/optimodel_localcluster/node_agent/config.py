@@ -99,6 +99,9 @@ class NodeAgentConfig(BaseModel):
     path_prefix: list[str] = Field(default_factory=_default_path_prefix)
     base_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     entrypoints: dict[str, list[str]] = Field(default_factory=_default_entrypoints)
+    # Containers' resources enforced by cgroups (v1) under this root (cgroups.py); None: unconfined.
+    cgroup_root: Path | None = Path("/sys/fs/cgroup")
+    pids_max: int = Field(default=4096, ge=16)
 
     @model_validator(mode="after")
     def _check(self) -> NodeAgentConfig:

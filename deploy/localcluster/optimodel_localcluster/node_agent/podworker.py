@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import network, records, runtime
+from . import cgroups, network, records, runtime
 from .config import NodeAgentConfig, NodeSpec
 from .kubeapi import ApiError, KubeApi, pod_path
 from .nodes import HOST_IP
@@ -285,6 +285,8 @@ class PodWorker(threading.Thread):
             return False
 
     def _teardown_sandbox(self, keep_address: bool = False) -> None:
+        if self.context.config.cgroup_root is not None:
+            cgroups.remove(self.context.config.cgroup_root, self.uid)
         if not self.host_network:
             network.delete_pod_network(self.uid)
             if self.record.pod_ip and not keep_address:
@@ -505,8 +507,18 @@ class PodWorker(threading.Thread):
         if container.ever_ran():
             container.state.restart_count += 1
         netns = None if self.host_network else network.netns_name(self.uid)
+        limits = None
+        root = self.context.config.cgroup_root
+        if root is not None and cgroups.available(root):
+            try:
+                limits = cgroups.create(root, self.uid, container.name,
+                                        cgroups.limits_of(container.spec, self.context.config.pids_max))
+            except (OSError, ValueError) as error:
+                self._waiting(container, "CreateContainerError", f"cannot set the container's cgroups: {error}")
+                return
         try:
-            handle, popen = runtime.launch(plan, container.files, netns, records.mountpoints_record(self.context.state_dir))
+            handle, popen = runtime.launch(plan, container.files, netns,
+                                           records.mountpoints_record(self.context.state_dir), limits)
         except OSError as error:
             self._waiting(container, "CreateContainerError", f"cannot start the container's process: {error}")
             return

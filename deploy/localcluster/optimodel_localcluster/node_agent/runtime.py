@@ -88,9 +88,16 @@ def is_alive(handle: RunHandle) -> bool:
     return process_start_ticks(handle.shim_pid) == handle.shim_start_ticks
 
 
-def launch(plan: ContainerPlan, files: RunFiles, netns: str | None, mountpoints_record: Path) -> tuple[RunHandle, subprocess.Popen[bytes]]:
-    """Start the shim for `plan` inside `netns` (None: the host network)."""
+def launch(plan: ContainerPlan, files: RunFiles, netns: str | None, mountpoints_record: Path,
+           cgroups: dict[str, Path] | None = None) -> tuple[RunHandle, subprocess.Popen[bytes]]:
+    """Start the shim for `plan` inside `netns` (None: the host network), its command in `cgroups` (by
+    controller, from cgroups.create; None: unconfined)."""
     files.spec.parent.mkdir(parents=True, exist_ok=True)
+    # The cgroups' files are handed to the shim open: `ip netns exec` mounts a sysfs of its own over /sys, where
+    # the cgroup hierarchies are not, so the shim could not open them by path.
+    procs_fds = [os.open(path / "cgroup.procs", os.O_WRONLY) for path in (cgroups or {}).values()]
+    oom_fd = os.open(cgroups["memory"] / "memory.oom_control", os.O_RDONLY) if cgroups and "memory" in cgroups else None
+    inherited = [*procs_fds, *([oom_fd] if oom_fd is not None else [])]
     for stale in (files.exit, files.pid):
         stale.unlink(missing_ok=True)
     if files.log.exists() and files.log.stat().st_size > 0:
@@ -105,22 +112,29 @@ def launch(plan: ContainerPlan, files: RunFiles, netns: str | None, mountpoints_
                 "exit_path": str(files.exit),
                 "pid_path": str(files.pid),
                 "mountpoints_record": str(mountpoints_record),
+                "cgroup_procs_fds": procs_fds,
+                "oom_control_fd": oom_fd,
             }
         )
     )
     argv = ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-I", SHIM, str(files.spec)]
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
-    with open(files.log, "ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"},
-            close_fds=True,
-        )
+    try:
+        with open(files.log, "ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"},
+                close_fds=True,
+                pass_fds=inherited,
+            )
+    finally:
+        for fd in inherited:
+            os.close(fd)
     ticks = process_start_ticks(process.pid)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return RunHandle(process.pid, ticks if ticks is not None else -1, started), process

@@ -85,6 +85,21 @@ def _mount_volumes(spec: dict) -> None:
             record.writelines(f"{path}\n" for path in created)
 
 
+def _oom_kills(oom_control_fd: int | None) -> int:
+    """The memory cgroup's count of processes the kernel's OOM killer killed (cgroups.py makes the cgroup; the
+    agent hands its memory.oom_control over open)."""
+    if oom_control_fd is None:
+        return 0
+    try:
+        for line in os.pread(oom_control_fd, 4096, 0).decode().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _resolve(executable: str, env: dict[str, str], cwd: str) -> str | None:
     if "/" in executable:
         path = executable if os.path.isabs(executable) else os.path.join(cwd, executable)
@@ -116,11 +131,21 @@ def main(spec_path: str) -> None:
     if executable is None:
         _fail(spec, "StartError", f'exec: "{argv[0]}": executable file not found in $PATH ({env.get("PATH", "")})')
     started = _now()
+    oom_control_fd = spec.get("oom_control_fd")
+    procs_fds: list[int] = spec.get("cgroup_procs_fds") or []
+    oom_kills_before = _oom_kills(oom_control_fd)
     pid = os.fork()
     if pid == 0:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
+            # Into the container's cgroups before the command runs, so it and every process it starts are
+            # limited; the shim itself stays outside (the OOM killer never picks the one recording the exit).
+            for fd in procs_fds:
+                os.write(fd, f"{os.getpid()}\n".encode())
+                os.close(fd)
+            if oom_control_fd is not None:
+                os.close(oom_control_fd)
             os.execve(executable, argv, env)
         except OSError as error:
             sys.stderr.write(f"optimodel node agent: exec {argv[0]}: {error}\n")
@@ -136,8 +161,11 @@ def main(spec_path: str) -> None:
         code = 128 + os.WTERMSIG(status)
     else:
         code = os.WEXITSTATUS(status)
-    _write_json(spec["exit_path"], {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                    "finishedAt": _now(), "startedAt": started})
+    reason = "Completed" if code == 0 else "Error"
+    if code != 0 and _oom_kills(oom_control_fd) > oom_kills_before:
+        # As the kubelet reports it: the kernel killed a process of the container for going over its limit.
+        reason = "OOMKilled"
+    _write_json(spec["exit_path"], {"exitCode": code, "reason": reason, "finishedAt": _now(), "startedAt": started})
     sys.exit(code)
 
 
