@@ -296,7 +296,9 @@ def check_data_fits(module: Any, example_inputs: Mapping[str, np.ndarray], data_
             module(torch.from_numpy(np.ascontiguousarray(array)))
         return
     except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, ValueError, IndexError...
-        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        # TorchScript puts its own traceback first and the cause last.
+        cause = lines[-1] if lines[0].startswith("The following operation failed") else lines[0]
     layer = _first_layer_width(module)
     if layer is None or array.ndim < 2:
         return

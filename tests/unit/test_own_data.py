@@ -93,6 +93,21 @@ def test_one_feature_too_few_is_a_data_problem_naming_the_file(project: dict[str
     assert "ExportFailed" not in str(error)
 
 
+def test_a_torchscript_source_too_few_features_names_the_cause() -> None:
+    import torch
+
+    from optimodel_jobs.source import check_data_fits
+
+    net = torch.nn.Sequential(torch.nn.Linear(30, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    traced = torch.jit.trace(net, torch.zeros(1, 30))
+    with pytest.raises(OptimizeError) as caught:
+        check_data_fits(traced, {"x": np.zeros((2, 29), np.float32)}, "data/short.npz")
+    assert caught.value.reason == errors.SHAPE_MISMATCH
+    assert "first layer 0 (Linear) expects 30 features" in caught.value.message
+    assert "mat1 and mat2 shapes cannot be multiplied (2x29 and 30x8)" in caught.value.message
+    check_data_fits(traced, {"x": np.zeros((2, 30), np.float32)}, "data/ok.npz")  # fits: no error
+
+
 def test_labels_missing_lists_every_accepted_name_and_the_setting(project: dict[str, Any]) -> None:
     npz = project["dir"] / "nolabel.npz"
     np.savez(npz, x=project["x"], diagnosis=project["y"])
