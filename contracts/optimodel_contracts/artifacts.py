@@ -7,6 +7,7 @@ laid out as::
     <store>/manifests/<variant>/<hex>.json     a versioned manifest, named by the sha256 of its bytes
     <store>/runs/<name>/<spec-hash[:16]>.json  a Job run's record (:mod:`optimodel_contracts.runrecord`)
     <store>/builds/<build-key>.json            a variant built before, reused by content (runrecord.BuildRecord)
+    <store>/manifest-index/<variant>/<identity> the manifest an unchanged variant keeps (optimodel_jobs.reuse)
 
 Both are written under a temporary name and then moved into place, so a partial upload is never
 visible under its final name. Readers verify the blob's sha256 and size against the manifest before
