@@ -31,6 +31,7 @@ def test_every_code_block_is_a_file_or_a_command() -> None:
     ]
     assert all(lang in ("python", "yaml", "bash", "") for lang, _ in kinds)
     assert sum(lang == "bash" for lang, _ in kinds) == 5
+    assert sum(lang == "" for lang, _ in kinds) == 2  # the two listings of printed lines and files (not run)
 
 
 def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
@@ -52,12 +53,19 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     # "It prints a held-out accuracy of about 0.97."
     accuracy = float(re.search(r"held-out accuracy (\d\.\d+)", output).group(1))  # type: ignore[union-attr]
     assert 0.94 <= accuracy <= 1.0, output
-    # Each optimize run ends with its table, the pool's choice, the report and the result.
-    assert output.count("pool cpu -> ") == 2, output
-    reports = re.findall(r"^report: (\S+)", output, flags=re.M)
-    assert len(reports) >= 2 and all((tmp_path / r).is_file() for r in reports), output
+    # Each optimize run probes its inputs first and ends with its table, the pool's choice and why, the record and
+    # the report: in the store next to the record, and the local copy with its plot.
+    assert output.count("✓ open inputs and store") == 2, output
+    assert output.count("pool cpu -> ") == 2 and output.count("auto (latency): ") == 2, output
     store = tmp_path / "optimodel-store"
-    for folder in ("blobs/sha256", "manifests/int8", "runs/cancer-mlp", "builds"):
+    for name in ("cancer-mlp", "cancer-mlp-csv"):
+        results = re.findall(rf"^result: (\S+/runs/{name}/\w+)\.json$", output, flags=re.M)
+        assert len(results) == 1, output
+        assert f"report: {results[0]}.html" in output
+        assert (tmp_path / f"{results[0]}.html").is_file()
+    assert output.count(f"report: {tmp_path / 'optimodel-report.html'}") == 2, output
+    assert (tmp_path / "optimodel-report.png").is_file()
+    for folder in ("blobs/sha256", "manifests/int8", "builds"):
         assert any((store / folder).iterdir()), folder
 
     npz_run = json.loads(next((store / "runs" / "cancer-mlp").glob("*.json")).read_text())
