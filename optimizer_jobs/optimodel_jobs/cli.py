@@ -170,8 +170,12 @@ def optimize(
     and what to try), 2 refused input or a failed step (one line naming the reason), 1 a crash. Temporary
     folders (/tmp/optimodel-*) are removed on every exit.
     """
+    import signal
+
     from rich.console import Console
 
+    # `kill` (SIGTERM) ends the command as Ctrl-C does, through the clean-up of the run's temporary folder.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     console = Console(width=None if sys.stdout.isatty() else 180)
     overrides = {"store": store, "workDir": work_dir, "report": report}
     raise typer.Exit(execute(config, overrides, console, json_output, default_report="optimodel-report.html"))

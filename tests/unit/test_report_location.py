@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -196,3 +202,31 @@ def test_nothing_passed_the_gate_exits_0_with_a_hint(
     text = " ".join(printed.split())
     assert "hint: nothing passed the gate for pool(s) cpu; the budget is evaluation.maxDrop" in text
     assert "Closest: " in text and "int8 (drop" in text and "copy-a (drop" in text
+
+
+
+def test_a_killed_command_leaves_no_temporary_folder(mlp: Any, tmp_path: Path) -> None:
+    """`optimodel optimize` ended by SIGTERM (kill, a cancelled CI job) while it measures latency."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    config = _config(mlp, tmp_path / "store", latency={**FAST, "iterations": 100_000, "rounds": 20})  # minutes long
+    command = [sys.executable, "-c", "from optimodel_operator.cli import app; app()", "optimize", json.dumps(config)]
+    process = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "TMPDIR": str(folder)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not any(line.startswith("- latency") for line in lines):
+            assert process.poll() is None, "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+        assert len(_leftovers(folder)) == 1  # the run's folder, while it runs
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert _leftovers(folder) == []
