@@ -236,9 +236,10 @@ def choose_auto(
                    if c.size_bytes is not None and (source_size_bytes is None or c.size_bytes < source_size_bytes)]
         eligible = [(c, s) for c, s in smaller if not s.slower]
         if not eligible:
-            slower = [f"{c.name} is {s.describe()}" for c, s in smaller if s.slower]
-            why = "; ".join(slower) if slower else "none is smaller than the source"
-            return AutoChoice(SOURCE, f"{prefix}: {why}{where}{unknown}: the source serves ({_mib(source_size_bytes)})", objective)
+            slower = "; ".join(f"{c.name} is {s.describe()}" for c, s in smaller if s.slower)
+            why = (f"every variant smaller than the source is slower than it beyond measurement noise{where} ({slower})"
+                   if slower else f"no variant that passed{where} is smaller than the source")
+            return AutoChoice(SOURCE, f"{prefix}: {why}{unknown}: the source serves ({_mib(source_size_bytes)})", objective)
         chosen, found = min(eligible, key=lambda pair: _tie_key(pair[0]))
         return AutoChoice(
             chosen.name,
