@@ -112,7 +112,7 @@ def probe(target: Target, deadline_s: float = DEADLINE_S) -> None:
             "not answer): check the URI, the endpoint (AWS_ENDPOINT_URL for s3://) and the network",
         )
     if "error" in outcome:
-        reason, detail = classify(outcome["error"], target.kind)
+        reason, detail = classify(outcome["error"], target.kind, fsspec.utils.get_protocol(target.uri))
         raise OptimizeError(reason, f"{target.field} {target.uri}: {detail}")
 
 
@@ -185,8 +185,8 @@ def _code(error: BaseException) -> str | None:
     return str(status) if isinstance(status, int) else None
 
 
-def classify(error: BaseException, kind: Kind) -> tuple[str, str]:
-    """Pure: (reason, what to tell the user) for a probe's failure on a ``kind`` location."""
+def classify(error: BaseException, kind: Kind, protocol: str = "") -> tuple[str, str]:
+    """Pure: (reason, what to tell the user) for a probe's failure on a ``kind`` location of ``protocol``."""
     chain = _chain(error)
     names = set().union(*(_names(e) for e in chain))
     codes = {c for c in (_code(e) for e in chain) if c}
@@ -194,9 +194,9 @@ def classify(error: BaseException, kind: Kind) -> tuple[str, str]:
     if any(isinstance(e, ImportError) for e in chain) or any(
         isinstance(e, ValueError) and "Protocol not known" in str(e) for e in chain
     ):
-        package = next((p for proto, p in _PACKAGES.items() if proto in str(error)), None)
-        hint = (f"install {package} (pip install 'optimodel[jobs]' brings s3fs and gcsfs)" if package
-                else "install the fsspec implementation for this protocol")
+        package = _PACKAGES.get(protocol)
+        hint = (f"install {package}" + (" (pip install 'optimodel[jobs]' brings s3fs and gcsfs)" if package in ("s3fs", "gcsfs")
+                                        else "") if package else "install the fsspec implementation for this protocol")
         return errors.FILESYSTEM_MISSING, f"this environment cannot open this kind of URI ({error}): {hint}"
     if names & {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError", "CredentialRetrievalError"}:
         return errors.CREDENTIALS_MISSING, (

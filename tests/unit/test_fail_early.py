@@ -232,3 +232,41 @@ def test_every_location_of_the_config_is_probed_once(mlp: Any, tmp_path: Path) -
     found = [(t.field, t.kind) for t in probes.targets(config)]
     assert found == [("source.uri", "source"), ("evaluation.dataset", "dataset"), ("calibration.dataset", "dataset"),
                      ("training", "dataset"), ("variants[student].distill.teacher.uri", "source"), ("store", "store")]
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    """A real HTTP server answering /401, /403 and anything else with that status (404 for the rest)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            status = {"/401/eval.npz": 401, "/403/eval.npz": 403}.get(self.path, 404)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer  # noqa: N815 - http.server's names
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("path", "reason", "words"), [
+    ("401/eval.npz", errors.CREDENTIALS_MISSING, "asks for credentials (HTTP 401)"),
+    ("403/eval.npz", errors.PERMISSION_DENIED, "permission denied: the identity in use may not read it"),
+    ("missing/eval.npz", errors.DATASET_UNREADABLE, "does not exist"),
+])
+def test_an_http_dataset_refused_by_its_server_says_how(
+    mlp: Any, tmp_path: Path, http_server: str, path: str, reason: str, words: str
+) -> None:
+    error = _refused_early(_config(mlp, tmp_path, evaluation={"dataset": f"{http_server}/{path}", "metric": "accuracy"}))
+    assert error.reason == reason
+    assert error.message.startswith(f"evaluation.dataset {http_server}/{path}: ") and words in error.message
