@@ -56,7 +56,7 @@ from optimodel_jobs.gate import Metric, agreement, apply_budgets, decide, metric
 from optimodel_jobs.reuse import write_artifact_once
 from optimodel_jobs.latency import LatencyStats, batch_of, measure_interleaved, peak_memory_mb
 from optimodel_jobs.runtime import ProviderChoice, choose_providers, cpu_limit_from_environment, predict, threads_for
-from optimodel_jobs.source import Source, code_dirs, fetch, import_factory, load_source, load_torch_module
+from optimodel_jobs.source import Source, code_dirs, factory_digest, fetch, import_factory, load_source, load_torch_module
 
 
 class Progress(Protocol):
@@ -519,7 +519,7 @@ class Pipeline:
     def _plan_reuse(self, ordered: list[VariantSpec], source: Source) -> None:
         """Build keys of every variant, and the previous builds to reuse. A prune/distill variant that
         must be built needs its parent's torch module, so that parent is built too, not reused."""
-        from optimodel_jobs.reuse import ContentDigests, build_key, build_material
+        from optimodel_jobs.reuse import ContentDigests, build_key, build_material, chain_of
 
         digests, versions = ContentDigests(), library_versions()
         for variant in ordered:
@@ -528,6 +528,13 @@ class Pipeline:
                                           versions=versions, digest=digests)
             except (OSError, ValueError):
                 continue  # a dataset that cannot be read: the build itself will say so
+            # The user's own factory code (source.factory, a chain's studentFactory) decides the module too.
+            factories = [self.config.source.factory if self.config.source.format != "onnx" else None] + [
+                step.distill.student_factory for step in chain_of(self.config, variant) if step.distill is not None
+            ]
+            if any(factories):
+                folders = source.code_dirs or code_dirs(self.config.source, self.config.config_dir, self.work_dir)
+                material["factory_code"] = {f: factory_digest(f, folders) for f in factories if f}
             key = build_key(material)
             self._keys[variant.name] = (key, material)
             try:

@@ -219,6 +219,29 @@ def import_factory(reference: str, field_name: str, folders: list[tuple[Path, st
     return call
 
 
+def factory_digest(reference: str, folders: list[tuple[Path, str]]) -> str | None:
+    """sha256 of the source files of a factory's module (a package: all its .py files), found as import_factory
+    finds it, without importing it: part of a build key, so an edited mymodels.py is built again, not reused.
+    None when it cannot be found (the build will say why)."""
+    import hashlib
+    import importlib.util
+
+    module_name = reference.partition(":")[0]
+    with _on_import_path([folder for folder, _ in folders]):
+        try:
+            found = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            return None
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        return None
+    origin = Path(found.origin)
+    files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(origin.parent)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def load_torch_module(spec: SourceSpec, local: Path, folders: list[tuple[Path, str]] | None = None) -> Any:
     """Build the torch module a SourceSpec describes (factory + state dict, TorchScript, or program)."""
     import torch

@@ -216,3 +216,24 @@ def test_code_path_without_a_factory_is_refused_by_the_api() -> None:
     spec["source"]["codePath"] = "s3://models/m/code/"
     with pytest.raises(Exception, match="source.codePath holds the module of source.factory"):
         parse_spec(spec)
+
+
+def test_an_edited_factory_module_is_built_again_not_reused(tmp_path: Path) -> None:
+    config = _project(tmp_path / "project")
+    raw = yaml.safe_load(config.read_text())
+    raw["variants"] = [{"name": "small", "distill": {"student": {"hidden": 8}, "epochs": 2}}]
+    config.write_text(yaml.safe_dump(raw))
+
+    def reused() -> bool:
+        done = _optimize(config, tmp_path / "project")
+        assert done.returncode == 0, done.stdout + done.stderr
+        record = json.loads(next((tmp_path / "project" / "store" / "runs" / "own-code").glob("*.json")).read_text())
+        (small,) = record["variants"]
+        assert small["error"] is None
+        return bool(small["build"]["reused"])
+
+    assert reused() is False
+    assert reused() is True  # nothing changed
+    module = tmp_path / "project" / "mymodels.py"
+    module.write_text(module.read_text().replace("nn.ReLU()", "nn.Tanh()"))  # same weights, another model
+    assert reused() is False
