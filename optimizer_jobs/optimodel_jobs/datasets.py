@@ -164,7 +164,19 @@ def bind(
         raise OptimizeError(errors.SHAPE_MISMATCH, f"dataset {raw.uri}: arrays differ in length: {lengths}")
     if not lengths or next(iter(lengths.values())) == 0:
         raise OptimizeError(errors.DATASET_EMPTY, f"dataset {raw.uri} holds no samples")
-    bound = {tensor.name: _fit(raw.uri, tensor, inputs[tensor.name]) for tensor in model_inputs}
+    try:
+        bound = {tensor.name: _fit(raw.uri, tensor, inputs[tensor.name]) for tensor in model_inputs}
+    except OptimizeError as error:
+        if not raw.tabular or error.reason != errors.SHAPE_MISMATCH:
+            raise
+        # A table's width problem is usually a column too many (an unnamed label, an id) or too few: say which fed it.
+        features = spec.columns or {model_inputs[0].name: [c for c in raw.arrays if c != label]}
+        used = "; ".join(f"{name} <- {len(cols)} columns {', '.join(cols[:5])}{', ...' if len(cols) > 5 else ''}"
+                         for name, cols in features.items())
+        raise OptimizeError(
+            error.reason, f"{error.message} (features: {used}; label column: {label or 'none'}; "
+            "dataset.label names the label, dataset.columns picks the features)",
+        ) from None
     labels = None if label is None else np.asarray(raw.arrays[label])
     return Dataset(raw.uri, bound, labels).take(spec.samples)
 

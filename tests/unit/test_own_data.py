@@ -163,3 +163,17 @@ def test_the_bring_your_own_data_example_runs_as_written(tmp_path: Path) -> None
         bound = bind(read_table(spec.uri), spec, model_input, need_labels=True)
         assert bound.inputs["x"].shape == (569, 30) and bound.inputs["x"].dtype == np.float32, name
         assert bound.labels is not None and set(np.unique(bound.labels)) == {0, 1}, name
+
+
+def test_a_table_one_column_too_wide_for_an_onnx_model_names_its_columns(tmp_path: Path) -> None:
+    """An ONNX source does not go through the torch check: the bind step says which columns fed the input."""
+    frame = pd.DataFrame(np.zeros((4, 3), np.float32), columns=["a", "b", "patient_id"])
+    frame["outcome"] = [0, 1, 0, 1]
+    csv = tmp_path / "wide.csv"
+    frame.to_csv(csv, index=False)
+    spec = DatasetSpec(uri=str(csv), label="outcome")
+    with pytest.raises(OptimizeError) as caught:
+        bind(read_table(spec.uri), spec, [TensorSpec(name="x", dtype="float32", shape=[None, 2])], need_labels=True)
+    assert caught.value.reason == errors.SHAPE_MISMATCH
+    assert caught.value.message.startswith(f"dataset {csv}: input 'x' has samples of shape [3], the model expects [2]")
+    assert "features: x <- 3 columns a, b, patient_id; label column: outcome" in caught.value.message
