@@ -94,14 +94,21 @@ def _spread(figure: Figure, labels: list[Annotation]) -> None:
     placed: list[Bbox] = []
     for label in sorted(labels, key=lambda a: (-a.xy[1], a.xy[0])):
         x, y = label.xyann
-        step = label.get_window_extent(renderer).height * 72.0 / figure.dpi + 2.0  # pixels -> offset points
+        step = _text_box(label, renderer).height * 72.0 / figure.dpi + 2.0  # pixels -> offset points
         for attempt in range(1, 60):
-            box = label.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
+            if not any(_text_box(label, renderer).overlaps(other) for other in placed):
                 break
             # 1 -> one step down, 2 -> one step up, 3 -> two steps down ...
             label.xyann = (x, y + (-1 if attempt % 2 else 1) * ((attempt + 1) // 2) * step)
-        placed.append(label.get_window_extent(renderer))
+        placed.append(_text_box(label, renderer))
+
+
+def _text_box(label: Annotation, renderer: Any) -> Bbox:
+    """Where the label's text is drawn; not Annotation.get_window_extent, which adds the line to its point."""
+    from matplotlib.text import Text
+
+    label.update_positions(renderer)
+    return Text.get_window_extent(label, renderer)
 
 
 def label_boxes(figure: Figure) -> list[tuple[str, Bbox]]:
@@ -110,7 +117,7 @@ def label_boxes(figure: Figure) -> list[tuple[str, Bbox]]:
 
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
-    return [(text.get_text(), text.get_window_extent(renderer))
+    return [(text.get_text(), _text_box(text, renderer))
             for axes in figure.axes for text in axes.texts if isinstance(text, Annotation)]
 
 
