@@ -163,13 +163,10 @@ def optimize(
 ) -> None:
     """Build every variant of the config, gate it, measure it, write artifacts and a report.
 
-    Before any step, every input (source, datasets) is opened and the store written to and cleaned (a probe
-    file), so a wrong URI, missing credentials or an unreachable host fail at once.
+    Before any step, every input (source, datasets) is opened and the store written to and cleaned (a probe file), so a wrong URI, missing credentials or an unreachable host fail at once.
 
-    Exit codes: 0 the run finished (also when nothing passed the gate for a pool: a hint says what came closest
-    and what to try), 2 refused input or a failed step (one line naming the reason), 1 a crash. Temporary
-    folders (/tmp/optimodel-*) are removed on every exit.
-    """
+    Exit codes: 0 the run finished (also when nothing passed the gate for a pool: a hint says what came closest and what to try), 2 refused input or a failed step (one line naming the reason), 1 a crash. Temporary folders (/tmp/optimodel-*) are removed on every exit.
+    """  # noqa: E501 - one line per paragraph: --help keeps a docstring's line breaks
     import signal
 
     from rich.console import Console
