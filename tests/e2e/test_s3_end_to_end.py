@@ -131,7 +131,7 @@ def test_source_datasets_and_artifacts_in_a_bucket_reach_ready_and_serve(
     assert admitted, "the Jobs' and the servers' pods were admitted under restricted"
     (pool,) = status["pools"]
     passed = {v["name"] for v in status["variants"] if v["gate"] == "Passed"}
-    assert pool["variant"] in passed, status["variants"]
+    assert pool["variant"] in passed | {"source"}, status["variants"]  # auto: a faster variant, else the source
 
     # The artifacts are in the bucket: the served manifest and its blob, verified by content.
     (deployment,) = _labelled(local_cluster, "deployments", namespace, "digits")
