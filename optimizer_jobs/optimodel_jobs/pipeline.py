@@ -261,17 +261,18 @@ class PoolPick:
     reason: str
 
 
-def _timing(stats: LatencyStats) -> Timing:
-    return Timing(stats.p50_ms, stats.blocks_p50_ms)
+def _recorded(latency: dict[int, LatencyStats]) -> dict[int, Timing]:
+    # The figures as the manifests and the run record carry them (rounded): the operator decides from those, so
+    # deciding here from the unrounded ones could tip a borderline interval the other way.
+    return timings({str(batch): stats.as_dict() for batch, stats in latency.items()})
 
 
 def _candidate(outcome: VariantOutcome, source: VariantOutcome | None) -> Candidate:
     # The source as measured in the same interleaved rounds as this variant (its provider group), else the
     # Job's own measurement of it.
     paired = timings(outcome.details.get("latency_source"))
-    source_latency = paired or ({b: _timing(s) for b, s in source.latency.items()} if source is not None else {})
-    return Candidate(outcome.name, {b: _timing(s) for b, s in outcome.latency.items()}, source_latency,
-                     outcome.size_bytes, outcome.drop)
+    source_latency = paired or (_recorded(source.latency) if source is not None else {})
+    return Candidate(outcome.name, _recorded(outcome.latency), source_latency, outcome.size_bytes, outcome.drop)
 
 
 def pool_choices(config: OptimizeConfig, outcomes: list[VariantOutcome], source: VariantOutcome | None = None) -> dict[str, PoolPick]:
