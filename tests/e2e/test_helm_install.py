@@ -102,6 +102,19 @@ def test_install_reconciles_an_example_upgrade_rolls_only_the_operator_uninstall
                                                       "-o", "json").stdout)["spec"].get("holderIdentity")
              == pod["metadata"]["name"], 60, "the chart's operator holds the Lease")
 
+    # The chart's ServiceAccount may do the operator's job and nothing more.
+    account = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_DEPLOYMENT}"
+
+    def can(*what: str) -> bool:
+        return local_cluster.kubectl("auth", "can-i", *what, account, check=False).stdout.strip() == "yes"
+
+    assert can("create", "jobs.batch", "-n", namespace) and can("patch", "optimizedmodels.optimodel.io/status",
+                                                                 "-n", namespace)
+    assert can("patch", "deployments.apps/scale", "-n", namespace)
+    for forbidden in (("get", "secrets", "-n", namespace), ("list", "nodes"), ("delete", "pods", "-n", namespace),
+                      ("delete", "customresourcedefinitions.apiextensions.k8s.io"), ("create", "clusterroles"),
+                      ("update", "leases.coordination.k8s.io", "-n", namespace)):
+        assert not can(*forbidden), f"the operator may {' '.join(forbidden)}"
     manifest = digits_revision("digits", STORE / namespace, 1, "source", published=published)
     local_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 

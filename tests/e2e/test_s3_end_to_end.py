@@ -157,6 +157,16 @@ def test_source_datasets_and_artifacts_in_a_bucket_reach_ready_and_serve(
         assert all("value" not in e for e in env.values()), "no key's value in a pod spec"
         assert not [v for v in pod_spec.get("volumes", []) if "hostPath" in v], pod_spec.get("volumes")
     assert keys["AWS_SECRET_ACCESS_KEY"] not in json.dumps(obj) + json.dumps(jobs) + json.dumps(deployment)
+    # Nor in what people and tools read: the events, the operator's log, the Jobs' and the servers' logs.
+    events = local_cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    operator_log = local_cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, f"deploy/{OPERATOR_DEPLOYMENT}",
+                                         "--tail=-1").stdout
+    pod_logs = "".join(local_cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"], "--all-containers",
+                                             check=False).stdout
+                       for pod in _labelled(local_cluster, "pods", namespace, "digits"))
+    assert "digits" in events and operator_log and pod_logs, "each text read has content"
+    for text in (events, operator_log, pod_logs):
+        assert keys["AWS_SECRET_ACCESS_KEY"] not in text and keys["AWS_ACCESS_KEY_ID"] not in text
 
     # Served from the bucket: a request through the model's Service answers as the source model does.
     service = json.loads(local_cluster.kubectl("get", "service", "digits", "-n", namespace, "-o", "json").stdout)
