@@ -46,10 +46,19 @@ def test_create_writes_each_limit_and_unlimited_means_minus_one(tmp_path: Path) 
     assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == "-1"
 
 
-def test_oom_kills_reads_the_kernels_counter(tmp_path: Path) -> None:
+def test_the_shim_reads_the_kernels_oom_counter_from_the_open_file(tmp_path: Path) -> None:
+    import os
+
+    from optimodel_localcluster.node_agent.shim import _oom_kills
+
     (tmp_path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
-    assert cgroups.oom_kills(tmp_path) == 3
-    assert cgroups.oom_kills(tmp_path / "missing") == 0
+    fd = os.open(tmp_path / "memory.oom_control", os.O_RDONLY)
+    try:
+        assert _oom_kills(fd) == 3
+        assert _oom_kills(fd) == 3, "read again from the start, as after the container's exit"
+    finally:
+        os.close(fd)
+    assert _oom_kills(None) == 0
 
 
 def test_available_needs_every_controller(tmp_path: Path) -> None:

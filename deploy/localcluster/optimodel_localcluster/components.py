@@ -290,37 +290,45 @@ PROMETHEUS_SERVICE_PORT = 9090
 PROMETHEUS_IN_CLUSTER_URL = f"http://prometheus.monitoring.svc.cluster.local:{PROMETHEUS_SERVICE_PORT}"
 
 
-def prometheus_service(cfg: ControlPlaneConfig) -> str:
+def host_service(namespace: str, name: str, app: str, port_name: str, port: int, address: str,
+                 target_port: int) -> str:
+    """A process of this host as pods find it: its namespace, a selector-less Service and the EndpointSlice that
+    names the host's address on the pod bridge (as kube-dns): Prometheus, the S3 store."""
     return f"""\
 apiVersion: v1
 kind: Namespace
-metadata: {{name: monitoring}}
+metadata: {{name: {namespace}}}
 ---
 apiVersion: v1
 kind: Service
 metadata:
-  name: prometheus
-  namespace: monitoring
-  labels: {{app.kubernetes.io/name: prometheus, app.kubernetes.io/managed-by: optimodel-localcluster}}
+  name: {name}
+  namespace: {namespace}
+  labels: {{app.kubernetes.io/name: {app}, app.kubernetes.io/managed-by: optimodel-localcluster}}
 spec:
   ports:
-  - {{name: http, port: {PROMETHEUS_SERVICE_PORT}, protocol: TCP}}
+  - {{name: {port_name}, port: {port}, protocol: TCP}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: prometheus-host
-  namespace: monitoring
+  name: {name}-host
+  namespace: {namespace}
   labels:
-    kubernetes.io/service-name: prometheus
+    kubernetes.io/service-name: {name}
     endpointslice.kubernetes.io/managed-by: optimodel-localcluster
 addressType: IPv4
 endpoints:
-- addresses: ["{BRIDGE_ADDRESS}"]
+- addresses: ["{address}"]
   conditions: {{ready: true}}
 ports:
-- {{name: http, port: {cfg.ports.prometheus}, protocol: TCP}}
+- {{name: {port_name}, port: {target_port}, protocol: TCP}}
 """
+
+
+def prometheus_service(cfg: ControlPlaneConfig) -> str:
+    return host_service("monitoring", "prometheus", "prometheus", "http", PROMETHEUS_SERVICE_PORT, BRIDGE_ADDRESS,
+                        cfg.ports.prometheus)
 
 
 # What CoreDNS' kubernetes plugin reads (kubeadm's system:coredns role), nothing more.

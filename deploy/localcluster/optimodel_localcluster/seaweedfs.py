@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import _go_build, _is_built
+from .components import host_service
 from .go_modules import go_and_proxy
 from .paths import StateLayout, cache_root
 
@@ -206,36 +207,8 @@ data:
 def service_manifests(bridge_address: str, writer: Keys, ports: S3Ports = S3Ports()) -> str:
     """The store as pods find it: namespace, selector-less Service, its EndpointSlice, the writer's Secret."""
     labels = "{app.kubernetes.io/name: seaweedfs, app.kubernetes.io/managed-by: optimodel-localcluster}"
-    return f"""\
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {NAMESPACE}}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {SERVICE}
-  namespace: {NAMESPACE}
-  labels: {labels}
-spec:
-  ports:
-  - {{name: s3, port: {SERVICE_PORT}, protocol: TCP}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {SERVICE}-host
-  namespace: {NAMESPACE}
-  labels:
-    kubernetes.io/service-name: {SERVICE}
-    endpointslice.kubernetes.io/managed-by: optimodel-localcluster
-addressType: IPv4
-endpoints:
-- addresses: ["{bridge_address}"]
-  conditions: {{ready: true}}
-ports:
-- {{name: s3, port: {ports.s3}, protocol: TCP}}
----
+    service = host_service(NAMESPACE, SERVICE, "seaweedfs", "s3", SERVICE_PORT, bridge_address, ports.s3)
+    return f"""{service}---
 {_secret(USER_SECRET, NAMESPACE, writer, IN_CLUSTER_ENDPOINT, labels)}"""
 
 

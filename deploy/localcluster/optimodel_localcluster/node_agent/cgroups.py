@@ -4,7 +4,7 @@ A container with `limits.cpu` gets a CFS quota (`cpu.cfs_quota_us` = millicores 
 runs at most that much CPU however many cores the node has; `requests.cpu` sets its `cpu.shares` (1024 a core).
 `limits.memory` is `memory.limit_in_bytes` (and the memory+swap limit, so it cannot swap past it): going over it
 gets the container's process killed by the kernel's OOM killer, which the shim reads back from
-`memory.oom_control` (`oom_kill`) and reports as `OOMKilled`, exit code 137. Every container gets a `pids.max`.
+`memory.oom_control` (`oom_kill`, read by the shim) and reports as `OOMKilled`, exit code 137. Every container gets a `pids.max`.
 
 The cgroups live under `<root>/<controller>/optimodel/<pod uid>/<container>`; the shim moves the container's
 process into them before it execs the command, so every process the command starts is in them too. Without a
@@ -91,18 +91,6 @@ def create(root: Path, pod_uid: str, container: str, limits: Limits) -> dict[str
         _write(memory / "memory.limit_in_bytes", -1)
     _write(pids / "pids.max", limits.pids_max)
     return dirs
-
-
-def oom_kills(memory_dir: Path) -> int:
-    """How many processes the kernel's OOM killer has killed in this memory cgroup."""
-    try:
-        for line in (memory_dir / "memory.oom_control").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def remove(root: Path, pod_uid: str, container: str | None = None) -> None:
