@@ -224,18 +224,56 @@ class TensorSpec(BaseModel):
     shape: list[int | None]
 
 
+class SliceResult(BaseModel):
+    """One slice of the held-out data as the gate judged it: ``name`` is ``class=3`` or ``region=eu``;
+    ``drop`` is in the slice budget's units (absolute, or relative to the source's metric), positive = worse."""
+
+    name: str
+    size: int
+    source_metric: float
+    variant_metric: float
+    drop: float
+    max_drop: float
+    passed: bool
+
+
 class GateVerdict(BaseModel):
-    """The accuracy gate's decision; a variant that did not pass is never deployable."""
+    """The accuracy gate's decision; a variant that did not pass is never deployable. ``worst_slice``: the
+    judged slice with the largest drop (None when no slice was judged, and in manifests written before
+    slices were judged); a failed slice makes ``passed`` False with the reason naming it."""
 
     passed: bool
     reason: str
     deployable: bool
+    worst_slice: SliceResult | None = None
+    slices_judged: int = 0
+    slices_too_small: int = 0
 
     @model_validator(mode="after")
     def _never_deploy_a_failure(self) -> GateVerdict:
         if self.deployable and not self.passed:
             raise ValueError("a variant that failed the gate cannot be deployable")
         return self
+
+
+class DataRoles(BaseModel):
+    """Which rows played which role in a run, and which role decided what (``decided_on``: e.g.
+    ``{"fallback": "tuning", "auto_choice": "tuning", "gate_verdict": "held_out", "reported_metrics":
+    "held_out"}``). ``calibration_source`` / ``training_source``: ``"calibration dataset"``, ``"training
+    dataset"``, ``"evaluation split (calibrationFraction)"`` or ``"none"``; ``evaluation_used_for_training``
+    is True only when the spec allowed it explicitly (``evaluation.split.calibrationFraction`` > 0)."""
+
+    seed: int | None
+    method: str
+    held_out_uri: str
+    tuning_uri: str
+    held_out_rows: int
+    tuning_rows: int
+    calibration_rows: int
+    calibration_source: str
+    training_source: str
+    evaluation_used_for_training: bool
+    decided_on: dict[str, str] = Field(default_factory=dict)
 
 
 class Lineage(BaseModel):
@@ -266,6 +304,8 @@ class ArtifactManifest(BaseModel):
     lineage: Lineage
     execution_provider: str = "CPUExecutionProvider"
     drift_reference: DriftReference | None = None
+    # None in manifests written before data roles were recorded.
+    data_roles: DataRoles | None = None
     # Variant-specific facts (e.g. the nodes kept in float by the accuracy-aware fallback).
     details: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))

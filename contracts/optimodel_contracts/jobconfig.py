@@ -94,8 +94,51 @@ class Budgets(Spec):
     )
 
 
+class SplitSpec(Spec):
+    """How one evaluation dataset is divided into roles, deterministically by a hash of each row's bytes
+    (optimodel_jobs.splits): ``tuningFraction`` of the rows is the tuning split, the only rows a search or
+    a selection may look at (the static-int8 fallback's rounds, ``auto``'s tie-break); the rest is held out
+    for the gate's verdict and the reported figures. ``calibrationFraction`` > 0 is the user's explicit
+    leave to calibrate and train on evaluation rows: those rows then reach neither tuning nor held-out, and
+    the manifest and the report say so. ``tuningFraction`` is ignored when ``evaluation.tuningDataset`` is set."""
+
+    seed: int = Field(default=0, ge=0)
+    tuning_fraction: float = Field(default=0.3, gt=0, lt=1)
+    calibration_fraction: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions_leave_held_out_rows(self) -> SplitSpec:
+        if self.tuning_fraction + self.calibration_fraction >= 1:
+            raise ValueError(
+                f"evaluation.split.tuningFraction ({self.tuning_fraction}) + calibrationFraction "
+                f"({self.calibration_fraction}) must be < 1: nothing would be left held out"
+            )
+        return self
+
+
+class SliceSpec(Spec):
+    """The gate's per-slice check: overall accuracy within budget can hide a collapse on one class or one
+    segment. ``perClass`` (classification): one slice per true label; ``columns``: extra columns of the
+    evaluation table (not model inputs), one slice per value. Each slice's drop must stay within
+    ``maxDrop`` (in ``maxDropMode`` units); slices with fewer than ``minSize`` held-out rows are reported
+    as too small and not judged."""
+
+    per_class: bool = True
+    columns: list[str] = Field(default_factory=list)
+    max_drop: float = Field(default=0.05, ge=0)
+    max_drop_mode: Literal["absolute", "relative"] = "absolute"
+    min_size: int = Field(default=30, ge=1)
+
+
 class EvaluationSpec(Budgets):
+    """``dataset``: held out for the gate's verdict and the reported figures. Without ``tuningDataset`` it
+    is split (``split``) into tuning and held-out rows; with it, ``dataset`` is wholly held out.
+    ``minSamples`` applies to the held-out rows."""
+
     dataset: DatasetSpec
+    tuning_dataset: DatasetSpec | None = None
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    slices: SliceSpec = Field(default_factory=SliceSpec)
     metric: str = "accuracy"
     top_k: int | None = Field(default=None, ge=2)
     max_drop: float = Field(default=0.01, ge=0)
