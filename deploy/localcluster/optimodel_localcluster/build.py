@@ -7,7 +7,9 @@ hash, so a second `dev up` starts in seconds and a bumped pin rebuilds.
 CoreDNS (the cluster DNS) is a module of its own in `gobuild-coredns/` (it needs a newer client-go than
 the pinned Kubernetes release); it is built the same way into `~/.cache/optimodel/coredns/<version>/bin/`.
 Helm v3 (the chart's tests, `optimodel demo`) likewise, from `gobuild-helm/` into
-`~/.cache/optimodel/helm/<version>/bin/helm`.
+`~/.cache/optimodel/helm/<version>/bin/helm`. kwok (simulated nodes for the scale benchmark, kwok.py) from
+`gobuild-kwok/` into `~/.cache/optimodel/kwok/<version>/bin/kwok`: built by `optimodel dev build` and on first
+use of a simulated cluster, not by `dev up` (the shared cluster never runs it).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .paths import COREDNS_VERSION, HELM_VERSION, KUBERNETES_VERSION, GoBuildError, cache_root
+from .paths import COREDNS_VERSION, HELM_VERSION, KUBERNETES_VERSION, KWOK_VERSION, GoBuildError, cache_root
 
 GOBUILD_DIR = Path(__file__).with_name("gobuild")
 COREDNS_GOBUILD_DIR = Path(__file__).with_name("gobuild-coredns")
 HELM_GOBUILD_DIR = Path(__file__).with_name("gobuild-helm")
+KWOK_GOBUILD_DIR = Path(__file__).with_name("gobuild-kwok")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
 # `go build tool` names a binary after its package's last path element; etcd's main package is
 # go.etcd.io/etcd/server/v3, so it comes out as "server".
@@ -44,6 +47,25 @@ def helm_binaries_dir(version: str = HELM_VERSION) -> Path:
 
 def helm_binary() -> Path:
     return helm_binaries_dir() / "helm"
+
+
+def kwok_binaries_dir(version: str = KWOK_VERSION) -> Path:
+    return cache_root() / "kwok" / version / "bin"
+
+
+def kwok_binary() -> Path:
+    return kwok_binaries_dir() / "kwok"
+
+
+def kwok_is_built() -> bool:
+    return _is_built(kwok_binaries_dir(), KWOK_GOBUILD_DIR, ("kwok",))
+
+
+def build_kwok(on_output: Callable[[str], None] | None = None) -> Path:
+    """Build (or reuse) kwok's controller binary (sigs.k8s.io/kwok/cmd/kwok); returns its path."""
+    if not kwok_is_built():
+        _go_build(KWOK_GOBUILD_DIR, kwok_binaries_dir(), ["tool"], ("kwok",), "-s -w", on_output)
+    return kwok_binary()
 
 
 def _module_hash(module_dir: Path = GOBUILD_DIR) -> str:

@@ -94,45 +94,48 @@ class BuildProgress:
 
 @app.command("build")
 def build_binaries() -> None:
-    """Compile the control plane and the S3 store from the Go module proxy (cached; `up` does this on first use)."""
+    """Compile the control plane, the S3 store and kwok from the Go module proxy (cached; `up` does this on first use)."""
     from . import seaweedfs
     from .build import build as build_control_plane
+    from .build import build_kwok, kwok_is_built
     from .build import is_built as control_plane_built
     from .paths import KUBERNETES_VERSION
 
-    def build(on_output: Callable[[str], None]) -> None:  # the control plane, then the S3 store
+    def build(on_output: Callable[[str], None]) -> None:  # the control plane, the S3 store, then kwok
         build_control_plane(on_output=on_output)
         seaweedfs.build(on_output=on_output)
+        # kwok simulates nodes for the scale benchmark's separate cluster (kwok.py); `dev up` never needs it.
+        build_kwok(on_output=on_output)
 
     def is_built() -> bool:
-        return control_plane_built() and seaweedfs.is_built()
+        return control_plane_built() and seaweedfs.is_built() and kwok_is_built()
 
     if is_built():
-        console.print(f"[green]✓[/] Kubernetes {KUBERNETES_VERSION}, CoreDNS and SeaweedFS binaries are cached")
+        console.print(f"[green]✓[/] Kubernetes {KUBERNETES_VERSION}, CoreDNS, SeaweedFS and kwok binaries are cached")
     elif not console.is_terminal:
         # A log or a pipe (make, CI): a line every 15 s saying how far the build is, never minutes of silence.
         progress = BuildProgress(lambda text: console.print(text, highlight=False))
-        console.print(f"building Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS and SeaweedFS from the Go module proxy "
-                      "(first time only; 13-15 minutes on 2 cores)", highlight=False)
+        console.print(f"building Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS, SeaweedFS and kwok from the Go module proxy "
+                      "(first time only; 16-19 minutes on 2 cores)", highlight=False)
         try:
             build(on_output=progress.line)
         except LocalClusterError as error:
             _fail(error)
-        console.print(f"built Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS and SeaweedFS in {progress.elapsed():.0f}s "
+        console.print(f"built Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS, SeaweedFS and kwok in {progress.elapsed():.0f}s "
                       f"({progress.packages} packages)", highlight=False)
     else:
         lines: deque[str] = deque(maxlen=6)
-        with Live(Spinner("dots", f"building Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS and SeaweedFS"), console=console,
+        with Live(Spinner("dots", f"building Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS, SeaweedFS and kwok"), console=console,
                   transient=True) as live:
             def show(line: str) -> None:
                 lines.append(line)
-                live.update(Spinner("dots", Text(f"building Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS and SeaweedFS\n  "
+                live.update(Spinner("dots", Text(f"building Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS, SeaweedFS and kwok\n  "
                                                  + "\n  ".join(l[:120] for l in lines))))
             try:
                 build(on_output=show)
             except LocalClusterError as error:
                 _fail(error)
-        console.print(f"[green]✓[/] built Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS and SeaweedFS")
+        console.print(f"[green]✓[/] built Kubernetes {KUBERNETES_VERSION}, etcd, CoreDNS, SeaweedFS and kwok")
     from .build import binaries_dir
     print(binaries_dir())
 

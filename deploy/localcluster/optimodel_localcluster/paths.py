@@ -12,6 +12,8 @@ KUBERNETES_VERSION = "v1.36.3"
 COREDNS_VERSION = "v1.15.0"
 # Helm v3 (gobuild-helm/go.mod pins the same version).
 HELM_VERSION = "v3.22.0"
+# kwok (simulated nodes and pod lifecycles, for the scale benchmark); gobuild-kwok/go.mod pins the same version.
+KWOK_VERSION = "v0.8.0"
 
 
 class LocalClusterError(RuntimeError):
@@ -46,6 +48,14 @@ class Ports:
     kube_proxy_metrics: int = 20249
     coredns_health: int = 20180
     coredns_ready: int = 20181
+    kwok: int = 20290  # kwok's own server (healthz, metrics); only a simulated cluster runs kwok
+
+
+# A second, separate instance on the same host (the scale benchmark's simulated cluster, kwok.py): every
+# loopback port moved by 100 so it never collides with the shared development cluster.
+SIMULATED_PORTS = Ports(etcd_client=23890, etcd_peer=23900, apiserver=16543, controller_manager=20357,
+                        scheduler=20359, prometheus=19190, kube_proxy_healthz=20356, kube_proxy_metrics=20349,
+                        coredns_health=20280, coredns_ready=20281, kwok=20390)
 
 
 @dataclass(frozen=True)
