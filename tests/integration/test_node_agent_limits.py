@@ -2,14 +2,23 @@
 
 A Job whose container goes over `limits.memory` is killed by the kernel and reported as a kubelet does
 (`OOMKilled`, exit code 137) and the Job fails; the same work under a higher limit completes. The same CPU-bound
-work runs several times slower under `limits.cpu: 200m` than unlimited, side by side on the same node.
+work runs several times slower under `limits.cpu: 200m` than unlimited, side by side on the same node, and a model
+server capped at 100m answers the same heavy requests slower than an unlimited one (interleaved).
 """
 
 from __future__ import annotations
 
+import json
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
 import pytest
 
 from optimodel_localcluster.cluster import LocalCluster
+from optimodel_server.sample_artifact import write_sample_artifact
 
 from _cluster_helpers import Json, apply, get, wait_for
 
@@ -101,3 +110,76 @@ def test_cpu_limited_work_runs_slower_than_unlimited_work(local_cluster: LocalCl
     # load; the unlimited one gets what the node has free, so the same work takes it less wall-clock time.
     assert max(capped_share) < 0.3, capped_share
     assert min(slower) > 1.3, slower
+
+
+SERVER_PORT = 8080
+STORE_MOUNT = "/var/lib/optimodel/store"
+REPO = Path(__file__).resolve().parents[2]
+# The pods run this checkout's server (the venv's editable install may point at another checkout).
+SERVER_PYTHONPATH = ":".join(str(REPO / d) for d in ("model_server", "contracts"))
+FEATURES = 64
+HEAVY_ROWS = 8192  # a request whose decoding and inference take tens of CPU-milliseconds: many 100m quota periods
+
+
+def _server_pod(name: str, manifest: str, store_dir: Path, cpu_limit: str | None) -> Json:
+    container: Json = {
+        "name": "server",
+        "image": "optimodel/server:dev",
+        "args": ["--manifest", manifest, "--port", str(SERVER_PORT), "--model-name", "mlp", "--revision", name,
+                 "--pool", "cpu", "--intra-op-threads", "1"],
+        "env": [{"name": "PYTHONPATH", "value": SERVER_PYTHONPATH}],
+        "ports": [{"containerPort": SERVER_PORT, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 1},
+        "volumeMounts": [{"name": "store", "mountPath": STORE_MOUNT, "readOnly": True}],
+    }
+    if cpu_limit:
+        container["resources"] = {"limits": {"cpu": cpu_limit}}
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "limits-server"}},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "cpu-0"}, "containers": [container],
+                 "volumes": [{"name": "store", "hostPath": {"path": str(store_dir), "type": "Directory"}}]},
+    }
+
+
+def _ready_ip(cluster: LocalCluster, namespace: str, pod: str) -> str | None:
+    status = get(cluster, namespace, "pod", pod)["status"]
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+    return status.get("podIP") if ready else None
+
+
+def _timed_request(client: httpx.Client, ip: str, body: bytes) -> float:
+    started = time.perf_counter()
+    answer = client.post(f"http://{ip}:{SERVER_PORT}/v2/models/mlp/infer", content=body,
+                         headers={"content-type": "application/json"})
+    elapsed = time.perf_counter() - started
+    assert answer.status_code == 200, answer.text
+    return elapsed
+
+
+def test_a_cpu_limited_model_server_answers_slower_than_an_unlimited_one(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    manifest = f"{STORE_MOUNT}/{Path(write_sample_artifact(str(store_dir))).relative_to(store_dir)}"
+    pods = [_server_pod("free", manifest, store_dir, None), _server_pod("capped", manifest, store_dir, "100m")]
+    apply(local_cluster, namespace, json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    ips = {name: wait_for(f"server pod {name} ready", lambda n=name: _ready_ip(local_cluster, namespace, n), 240)
+           for name in ("free", "capped")}
+    data = np.random.default_rng(0).standard_normal((HEAVY_ROWS, FEATURES)).astype(np.float32)
+    # Encoded once: the client's own JSON work must not weigh on both sides of the ratio.
+    body = json.dumps({"inputs": [{"name": "features", "shape": [HEAVY_ROWS, FEATURES], "datatype": "FP32",
+                                   "data": data.ravel().tolist()}]}).encode()
+    times: dict[str, list[float]] = {"free": [], "capped": []}
+    with httpx.Client(timeout=120) as client:
+        for name in ips:  # one untimed request each: first-call allocations are not the quota's doing
+            _timed_request(client, ips[name], body)
+        # Interleaved, alternating which goes first, so load on the shared machine hits both alike.
+        for round_ in range(6):
+            order = ("free", "capped") if round_ % 2 == 0 else ("capped", "free")
+            for name in order:
+                times[name].append(_timed_request(client, ips[name], body))
+    ratio = statistics.median(times["capped"]) / statistics.median(times["free"])
+    # Each heavy request needs more CPU time than a 100m quota grants in one 100 ms period (10 ms), so the capped server
+    # is throttled mid-request; the unlimited one runs it straight through.
+    assert ratio > 1.5, (ratio, times)
