@@ -26,7 +26,7 @@ from optimodel_localcluster import prometheus_rules
 from optimodel_localcluster.cluster import LocalCluster
 from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE
 from optimodel_operator.examples import Published
-from optimodel_operator.testing.cluster import get_model, wait_for
+from optimodel_operator.testing.cluster import until_status, wait_for
 from optimodel_operator.testing.rollout import Traffic, digits_revision, evaluation_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -80,20 +80,8 @@ def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> N
 
 def _until(cluster: LocalCluster, namespace: str, name: str, accept: Any, what: str,
            timeout: float = 300) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = get_model(cluster.kubectl, namespace, name)
-        if obj is None or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-            return None
-        return obj["status"] if accept(obj["status"]) else None
-
-    try:
-        return wait_for(probe, timeout, f"{namespace}/{name}: {what}", interval=0.5)
-    except AssertionError:
-        logs = cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, f"deploy/{OPERATOR_DEPLOYMENT}", "--tail=40",
-                               check=False).stdout
-        status = (get_model(cluster.kubectl, namespace, name) or {}).get("status") or {}
-        brief = {k: v for k, v in status.items() if k not in ("variants", "revisions", "conditions")}
-        raise AssertionError(f"{what} not reached; status: {json.dumps(brief)[:3000]}\noperator log:\n{logs}") from None
+    return until_status(cluster.kubectl, namespace, name, accept, what, timeout,
+                        operator=(OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT))
 
 
 def _address(cluster: LocalCluster, namespace: str) -> str:

@@ -25,7 +25,7 @@ import pytest
 from optimodel_localcluster.cluster import LocalCluster
 from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE
 from optimodel_operator.examples import Published
-from optimodel_operator.testing.cluster import events_for, get_model, wait_for
+from optimodel_operator.testing.cluster import events_for, get_model, until_status, wait_for
 from optimodel_operator.testing.rollout import FAST_ROLLOUT, Traffic, digits_revision, evaluation_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -44,19 +44,8 @@ def _status(cluster: LocalCluster, namespace: str, name: str = "digits") -> dict
 
 def _until(cluster: LocalCluster, namespace: str, accept: Any, what: str, timeout: float = 240,
            name: str = "digits") -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = get_model(cluster.kubectl, namespace, name)
-        if obj is None or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-            return None
-        return obj["status"] if accept(obj["status"]) else None
-
-    try:
-        return wait_for(probe, timeout, f"{namespace}/{name}: {what}", interval=0.5)
-    except AssertionError:
-        logs = cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, f"deploy/{OPERATOR_DEPLOYMENT}", "--tail=60",
-                               check=False).stdout
-        status = {k: v for k, v in _status(cluster, namespace, name).items() if k not in ("variants", "revisions")}
-        raise AssertionError(f"{what} not reached; status: {json.dumps(status)[:4000]}\noperator log:\n{logs}") from None
+    return until_status(cluster.kubectl, namespace, name, accept, what, timeout,
+                        operator=(OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT))
 
 
 def _promoted(revision: str | None = None) -> Any:

@@ -84,6 +84,34 @@ def wait_for_status(
     return wait_for(probe, timeout, f"{namespace}/{name}: {what}")
 
 
+def until_status(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    accept: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float = 240,
+    operator: tuple[str, str] = ("optimodel-system", "optimodel-operator"),
+) -> dict[str, Any]:
+    """Wait until the model's status is current and `accept`s it; return the status. On time-out, fail with the
+    status (less its long lists) and the tail of the in-cluster operator's log (namespace, Deployment), which is
+    what explains a status that never came."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get_model(kubectl, namespace, name)
+        if obj is None or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
+            return None
+        return obj["status"] if accept(obj["status"]) else None
+
+    try:
+        return wait_for(probe, timeout, f"{namespace}/{name}: {what}", interval=0.5)
+    except AssertionError:
+        logs = kubectl("logs", "-n", operator[0], f"deploy/{operator[1]}", "--tail=60", check=False).stdout
+        status = (get_model(kubectl, namespace, name) or {}).get("status") or {}
+        brief = {k: v for k, v in status.items() if k not in ("variants", "revisions")}
+        raise AssertionError(f"{what} not reached; status: {json.dumps(brief)[:4000]}\noperator log:\n{logs}") from None
+
+
 def events_for(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
     result = kubectl(
         "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
