@@ -22,8 +22,11 @@ from optimodel_contracts.errors import OptimizeError
 from optimodel_contracts.jobconfig import OptimizeConfig, parse_config
 
 # Keys passed through as they are (same name, same meaning, same default in the Job config).
-_EVALUATION_KEYS = ("dataset", "metric", "topK", "higherIsBetter", "maxDrop", "maxDropMode", "minSamples",
-                    "maxLatencyMs", "minSpeedup", "maxSizeMiB")
+_EVALUATION_KEYS = ("dataset", "tuningDataset", "metric", "topK", "higherIsBetter", "maxDrop", "maxDropMode",
+                    "minSamples", "maxLatencyMs", "minSpeedup", "maxSizeMiB")
+# evaluation.split and evaluation.slices: the same names and defaults in the Job config (SplitSpec, SliceSpec).
+_SPLIT_KEYS = ("seed", "tuningFraction", "calibrationFraction")
+_SLICE_KEYS = ("perClass", "columns", "maxDrop", "maxDropMode", "minSize")
 _GATE_KEYS = ("maxDrop", "maxDropMode", "maxLatencyMs", "minSpeedup", "maxSizeMiB")
 _QUANTIZE_KEYS = ("mode", "weightType", "perChannel", "calibration")
 _CONVERT_KEYS = ("dtype", "keepIoTypes")
@@ -55,6 +58,14 @@ def _optimization(raw: dict[str, Any]) -> dict[str, Any]:
         if raw.get(kind) is not None:
             variant[kind] = _pick(raw[kind], keys)
     return variant
+
+
+def _evaluation(raw: dict[str, Any]) -> dict[str, Any]:
+    evaluation = _pick(raw, _EVALUATION_KEYS)
+    for key, keys in (("split", _SPLIT_KEYS), ("slices", _SLICE_KEYS)):
+        if raw.get(key) is not None:
+            evaluation[key] = _pick(raw[key], keys)
+    return evaluation
 
 
 def config_from_resource(resource: dict[str, Any], *, store: str | None = None, name: str | None = None,
@@ -99,7 +110,7 @@ def config_from_resource(resource: dict[str, Any], *, store: str | None = None, 
         # The API has no task field; its regression metrics say it.
         "task": "regression" if metric in ("mae", "mse") else "classification",
         "source": _pick(source, _SOURCE_KEYS),
-        "evaluation": _pick(evaluation, _EVALUATION_KEYS),
+        "evaluation": _evaluation(evaluation),
         "variants": [_optimization(o) for o in spec.get("optimizations") or []],
         "latency": latency,
         "pools": mapped_pools or [{"name": "cpu"}],

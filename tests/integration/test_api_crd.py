@@ -3,6 +3,8 @@ explains, and `kubectl get` shows the printer columns."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from optimodel_operator.testing.cluster import install_crd
@@ -58,3 +60,33 @@ def test_status_is_a_subresource(local_cluster, namespace: str) -> None:
     local_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
     got = local_cluster.kubectl("get", "om", "sub", "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
     assert got == ""
+
+
+def test_server_fills_split_and_slices_defaults(local_cluster, namespace: str) -> None:
+    # `split: {}` and `slices: {}` get the CRD's defaults, the same as the Job config's (test_contracts_mapping).
+    manifest = base_manifest("roles")
+    manifest["spec"]["evaluation"].update(split={}, slices={"columns": ["region"]})
+    local_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(manifest))
+    got = local_cluster.kubectl(
+        "get", "om", "roles", "-n", namespace, "-o",
+        "jsonpath={.spec.evaluation.split} {.spec.evaluation.slices}",
+    ).stdout
+    split, slices = (json.loads(part) for part in got.split(" ", 1))
+    assert split == {"seed": 0, "tuningFraction": 0.3, "calibrationFraction": 0}
+    assert slices == {"perClass": True, "columns": ["region"], "maxDrop": 0.05, "maxDropMode": "absolute", "minSize": 30}
+    explained = local_cluster.kubectl("explain", "om.spec.evaluation.split.calibrationFraction").stdout
+    assert "explicit leave" in explained
+
+
+def test_worst_slice_is_kept_in_status_and_described(local_cluster, namespace: str) -> None:
+    # The status schema keeps the fields (an unknown one would be pruned) and kubectl describe shows them.
+    local_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=to_yaml(base_manifest("sliced")))
+    worst = "class=3: -8.1 pts on 88 rows (budget 5), over budget"
+    patch = {"status": {"variants": [{"name": "int8", "gate": "Failed", "worstSlice": worst,
+                                      "heldOutRows": 700, "tuningRows": 300}]}}
+    local_cluster.kubectl("patch", "om", "sliced", "-n", namespace, "--subresource=status", "--type=merge",
+                          "-p", json.dumps(patch))
+    stored = local_cluster.kubectl("get", "om", "sliced", "-n", namespace, "-o", "jsonpath={.status.variants[0]}").stdout
+    assert json.loads(stored) == patch["status"]["variants"][0]
+    described = local_cluster.kubectl("describe", "om", "sliced", "-n", namespace).stdout
+    assert worst in described and "Held Out Rows" in described

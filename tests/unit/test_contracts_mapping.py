@@ -100,6 +100,20 @@ MAPPED: dict[str, tuple[Setter, Check]] = {
     "evaluation.maxLatencyMs": (_set("evaluation.maxLatencyMs", 12.5), lambda c: c.evaluation.max_latency_ms == 12.5),
     "evaluation.minSpeedup": (_set("evaluation.minSpeedup", 1.7), lambda c: c.evaluation.min_speedup == 1.7),
     "evaluation.maxSizeMiB": (_set("evaluation.maxSizeMiB", 33.0), lambda c: c.evaluation.max_size_mib == 33.0),
+    "evaluation.tuningDataset": (_set("evaluation.tuningDataset", "s3://d/tune.npz"),
+                                 lambda c: c.evaluation.tuning_dataset is not None and c.evaluation.tuning_dataset.uri == "s3://d/tune.npz"),
+    "evaluation.split.seed": (_set("evaluation.split.seed", 11), lambda c: c.evaluation.split.seed == 11),
+    "evaluation.split.tuningFraction": (_set("evaluation.split.tuningFraction", 0.4),
+                                        lambda c: c.evaluation.split.tuning_fraction == 0.4),
+    "evaluation.split.calibrationFraction": (_set("evaluation.split.calibrationFraction", 0.2),
+                                             lambda c: c.evaluation.split.calibration_fraction == 0.2),
+    "evaluation.slices.perClass": (_set("evaluation.slices.perClass", False), lambda c: c.evaluation.slices.per_class is False),
+    "evaluation.slices.columns": (_set("evaluation.slices.columns", ["region", "device"]),
+                                  lambda c: c.evaluation.slices.columns == ["region", "device"]),
+    "evaluation.slices.maxDrop": (_set("evaluation.slices.maxDrop", 0.08), lambda c: c.evaluation.slices.max_drop == 0.08),
+    "evaluation.slices.maxDropMode": (_set("evaluation.slices.maxDropMode", "relative"),
+                                      lambda c: c.evaluation.slices.max_drop_mode == "relative"),
+    "evaluation.slices.minSize": (_set("evaluation.slices.minSize", 12), lambda c: c.evaluation.slices.min_size == 12),
     # The gate's latency is measured at the smallest of the Job's batch sizes: the API's batchSize.
     "evaluation.benchmark.batchSize": (_set("evaluation.benchmark.batchSize", 4), lambda c: c.latency.batch_sizes == [4]),
     "evaluation.benchmark.iterations": (_set("evaluation.benchmark.iterations", 77), lambda c: c.latency.iterations == 77),
@@ -276,6 +290,17 @@ def test_api_defaults_mean_what_the_job_defaults_mean() -> None:
     explicit = config_from_resource({"spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True)}, name="m")
     implicit = config_from_resource(_base())
     assert explicit.model_dump() == implicit.model_dump()
+
+
+def test_split_and_slices_defaults_are_the_jobs() -> None:
+    """`split: {}` and `slices: {}` get the CRD's defaults from the API server; they must mean what leaving the
+    objects out means to the Job (its SplitSpec / SliceSpec defaults), or one spec would judge two ways."""
+    resource = _base()
+    resource["spec"]["evaluation"].update(split={}, slices={})
+    filled = parse_spec(resource["spec"]).model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert filled["evaluation"]["split"] == {"seed": 0, "tuningFraction": 0.3, "calibrationFraction": 0.0}
+    assert filled["evaluation"]["slices"]["minSize"] == 30
+    assert config_from_resource({"spec": filled}, name="m").model_dump() == config_from_resource(_base()).model_dump()
 
 
 def test_pools_restrict_the_config() -> None:

@@ -20,7 +20,16 @@ from optimodel_operator.api.optimizations import (
 )
 from optimodel_operator.api.resource import ObjectMeta, OptimizedModel
 from optimodel_operator.api.rollout import AnalysisCheck, Drift, NoDataPolicy, Rollout, Slo, TrafficRouting
-from optimodel_operator.api.source import DropMode, Evaluation, Metric, ModelFormat, ModelSource, TensorSpec
+from optimodel_operator.api.source import (
+    DropMode,
+    Evaluation,
+    Metric,
+    ModelFormat,
+    ModelSource,
+    Slices,
+    Split,
+    TensorSpec,
+)
 from optimodel_operator.api.spec import ArtifactStore, OptimizedModelSpec, parse_spec
 from optimodel_operator.api.status import (
     AnalysisResult,
@@ -37,6 +46,6 @@ __all__ = [
     "ConditionStatus", "ConditionType", "Convert", "Distill", "Drift", "DropMode", "Evaluation", "ExecutionProvider",
     "GateOverride", "Metric", "ModelFormat", "ModelSource", "NoDataPolicy", "NodePool", "ObjectMeta", "Optimization",
     "OptimizedModel", "OptimizedModelSpec", "OptimizedModelStatus", "Phase", "Prune", "Quantize", "QuantizationMode",
-    "AnalysisCheck", "Reason", "RevisionRecord", "Rollout", "Slo", "TensorSpec", "TrafficRouting", "VariantStatus", "parse_duration",
+    "AnalysisCheck", "Reason", "RevisionRecord", "Rollout", "Slices", "Slo", "Split", "TensorSpec", "TrafficRouting", "VariantStatus", "parse_duration",
     "parse_spec",
 ]

@@ -103,13 +103,86 @@ class Benchmark(ApiModel):
     """Untimed runs before timing starts."""
 
 
+class Split(ApiModel):
+    """How one evaluation dataset is divided into roles, deterministically by a SHA-256 of each row's bytes
+    with `seed` (the manifest records the seed, the method and the row counts). Tuning rows are the only
+    rows a search or a selection may look at (the static-int8 fallback's rounds, `auto`'s tie-break);
+    the other rows are held out for the gate's verdict and the reported figures."""
+
+    seed: int = Field(0, ge=0, le=2_147_483_647)
+    """Seed mixed into each row's hash; another seed draws another split of the same rows."""
+    tuning_fraction: float = Field(0.3, gt=0, lt=1)
+    """Share of the rows given to tuning; ignored when evaluation.tuningDataset is set (then `dataset` is
+    wholly held out)."""
+    calibration_fraction: float = Field(0.0, ge=0, lt=1)
+    """Share of the rows that may calibrate (static int8) and train (prune fine-tuning, distill) when no
+    calibration or training dataset is given. 0 (the default) keeps evaluation rows out of calibration and
+    training; above 0 is your explicit leave to use them, and the manifest and the report say so. These
+    rows reach neither tuning nor held-out; tuningFraction + calibrationFraction must stay below 1."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.tuningFraction + self.calibrationFraction < 1.0",
+            message="evaluation.split.tuningFraction + evaluation.split.calibrationFraction must be below 1 "
+            "(some rows must be left held out for the gate)",
+            check=lambda s: s.tuning_fraction + s.calibration_fraction < 1.0,
+            field_path=".calibrationFraction",
+        ),
+    )
+
+
+class Slices(ApiModel):
+    """The gate's per-slice check: overall accuracy within budget can hide a collapse on one class or one
+    segment (quantization and pruning hurt rare classes first). Every slice of the held-out rows with at
+    least `minSize` rows must stay within `maxDrop`; the worst slice is reported in status.variants[].worstSlice,
+    the manifest and the report."""
+
+    per_class: bool = True
+    """One slice per true label (classification metrics; ignored for mae and mse)."""
+    columns: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=128)]], Field(max_length=16)] = (
+        Field(default_factory=list)
+    )
+    """Extra columns of the evaluation data (not model inputs), e.g. region: one slice per value."""
+    max_drop: float = Field(0.05, ge=0, le=1_000_000)
+    """Largest tolerated loss of the metric on any one slice, in maxDropMode units (0.05 = five accuracy
+    points when absolute)."""
+    max_drop_mode: DropMode = DropMode.ABSOLUTE
+    """Whether slices.maxDrop is absolute or relative to the source's score on the slice."""
+    min_size: int = Field(30, ge=1, le=100_000_000)
+    """Slices with fewer held-out rows are reported as too small and not judged."""
+
+    cel_rules = (
+        CelRule(
+            rule="self.maxDropMode != 'relative' || self.maxDrop <= 1.0",
+            message="evaluation.slices.maxDrop must be at most 1 when evaluation.slices.maxDropMode is relative",
+            check=lambda s: s.max_drop_mode != DropMode.RELATIVE or s.max_drop <= 1.0,
+            field_path=".maxDrop",
+        ),
+        CelRule(
+            rule="self.columns.all(c, self.columns.exists_one(d, d == c))",
+            message="evaluation.slices.columns must not name a column twice",
+            check=lambda s: len(set(s.columns)) == len(s.columns),
+            field_path=".columns",
+        ),
+    )
+
+
 class Evaluation(ApiModel):
     """How every variant is judged against the source: the metric, the allowed drop and the gate's defaults."""
 
     dataset: Uri
-    """Labelled evaluation data (absolute path, file://, s3:// or gs://), never used for training."""
+    """Labelled evaluation data (absolute path, file://, s3:// or gs://). Without tuningDataset it is split
+    (see `split`) into tuning and held-out rows; with it, wholly held out. Never used to calibrate or train
+    unless split.calibrationFraction says so."""
+    tuning_dataset: Uri | None = None
+    """Labelled data any search or selection may look at (fallback rounds, `auto`'s tie-break); when set,
+    `dataset` is held out whole for the gate's verdict and the reported figures."""
+    split: Split | None = None
+    """How `dataset` is divided into tuning and held-out rows (defaults as below when unset)."""
+    slices: Slices | None = None
+    """The gate's per-class and per-column check (defaults as below when unset)."""
     metric: Metric = Metric.ACCURACY
-    """Quality metric computed for the source and for every variant on `dataset`."""
+    """Quality metric computed for the source and for every variant on the held-out rows."""
     top_k: int | None = Field(None, ge=2, le=100)
     """k for metric topK (and only then)."""
     higher_is_better: bool | None = None
@@ -119,7 +192,7 @@ class Evaluation(ApiModel):
     max_drop_mode: DropMode = DropMode.ABSOLUTE
     """Whether maxDrop is absolute or relative to the source's score."""
     min_samples: int = Field(100, ge=1, le=100_000_000)
-    """The gate refuses to judge on fewer evaluation samples than this."""
+    """The gate refuses to judge on fewer held-out rows than this (after the split)."""
     max_latency_ms: float | None = Field(None, gt=0, le=600_000)
     """Gate default: largest p99 latency (ms) a variant may show on its pool's provider."""
     min_speedup: float | None = Field(None, gt=0, le=1000)
@@ -155,5 +228,11 @@ class Evaluation(ApiModel):
             message="evaluation.maxDrop must be at most 1 when evaluation.maxDropMode is relative",
             check=lambda e: e.max_drop_mode != DropMode.RELATIVE or e.max_drop <= 1.0,
             field_path=".maxDrop",
+        ),
+        CelRule(
+            rule="!has(self.tuningDataset) || self.tuningDataset != self.dataset",
+            message="evaluation.tuningDataset must differ from evaluation.dataset (the held-out data cannot also tune)",
+            check=lambda e: e.tuning_dataset is None or e.tuning_dataset != e.dataset,
+            field_path=".tuningDataset",
         ),
     )

@@ -80,11 +80,18 @@ class VariantStatus(StatusModel):
     job: LongName | None = None
     """Name of its optimization Job."""
     metric: float | None = None
-    """Score on the evaluation data."""
+    """Score on the held-out evaluation rows."""
     source_metric: float | None = None
-    """The source's score on the same data."""
+    """The source's score on the same rows."""
     drop: float | None = None
     """Loss against the source, in the unit of the gate's maxDropMode."""
+    worst_slice: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """The gate's worst slice of the held-out rows (evaluation.slices), e.g. `class=3: -4.1 pts on 88 rows
+    (budget 5)`; ends in `over budget` when that slice refused the variant. Unset when no slice was judged."""
+    held_out_rows: int | None = Field(None, ge=0)
+    """Held-out rows the metric and the gate's verdict were computed on."""
+    tuning_rows: int | None = Field(None, ge=0)
+    """Rows of the tuning split, the only evaluation rows a search or selection looked at."""
     size_bytes: int | None = Field(None, ge=0)
     """Artifact size."""
     benchmarks: Annotated[list[ProviderBenchmark], Field(max_length=8)] | None = None

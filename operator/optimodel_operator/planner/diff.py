@@ -9,6 +9,7 @@ from typing import Any
 from optimodel_operator.api.conditions import ConditionStatus, ConditionType, Reason
 from optimodel_operator.api.status import GateVerdict, OptimizedModelStatus, Phase
 from optimodel_operator.planner.conditions import find
+from optimodel_operator.planner.results import OVER_BUDGET
 
 _WARNING_PHASES = (Phase.FAILED, Phase.ROLLED_BACK)
 
@@ -71,6 +72,10 @@ def events_between(old: OptimizedModelStatus, new: OptimizedModelStatus) -> list
             continue
         kind = "Normal" if variant.gate == GateVerdict.PASSED else "Warning"
         events.append(EventSpec(kind, f"Variant{variant.gate.value}", f"{variant.name}: {variant.message or ''}"[:1024]))
+        # Overall accuracy can pass while one class or segment collapses: name the slice that refused it.
+        if variant.gate == GateVerdict.FAILED and (variant.worst_slice or "").endswith(OVER_BUDGET):
+            events.append(EventSpec("Warning", "SliceOverBudget",
+                                    f"{variant.name} refused on a slice of the held-out data: {variant.worst_slice}"[:1024]))
     if old.phase is not None and new.phase is not None and old.phase != new.phase:
         kind = "Warning" if new.phase in _WARNING_PHASES else "Normal"
         events.append(EventSpec(kind, "PhaseChanged", f"{old.phase.value} → {new.phase.value}: {new.message or ''}".rstrip(": ")))

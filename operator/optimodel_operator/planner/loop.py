@@ -15,6 +15,7 @@ from typing import Any, Literal
 from optimodel_operator.analysis.assess import Assessment
 from optimodel_operator.analysis.measurement import AnalysisPlan, CheckKind, Measurement
 from optimodel_operator.api.conditions import ConditionStatus, ConditionType, Reason
+from optimodel_operator.api.source import Evaluation, Slices
 from optimodel_operator.api.spec import OptimizedModelSpec
 from optimodel_operator.api.status import (
     AnalysisResult,
@@ -67,11 +68,12 @@ from optimodel_operator.planner.serving import (
     route_services,
     safer_target,
 )
-from optimodel_operator.planner.results import SOURCE, Measured, RunObservation
+from optimodel_operator.planner.results import SOURCE, Measured, RunObservation, describe_slice
 from optimodel_operator.planner.revision import JobPlan, effective_store, job_plans, revision_of
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
 
 _TRUE, _FALSE, _UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+UNREADY_RECHECK = timedelta(seconds=10)
 Manifest = dict[str, Any]
 
 
@@ -100,6 +102,9 @@ class DeploymentObservation:
     """source, quantize, convert, prune or distill (annotation optimodel.io/variant-kind)."""
     drift_profiled: bool = False
     """Its artifact carries a drift reference (annotation optimodel.io/drift-profiled)."""
+    unready_reason: str | None = None
+    """Why its pods are not ready, as they say it (a server that refused its artifact, a container that
+    keeps crashing); None when nothing is known beyond the counts."""
 
     @property
     def ready(self) -> bool:
@@ -223,7 +228,16 @@ def _benchmark(m: Measured) -> ProviderBenchmark:
                              speedup=None if m.speedup is None else round(m.speedup, 3), gate=gate)
 
 
-def _variant_status(name: str, states: list[_PlanState]) -> VariantStatus:
+def _worst_slice(measured: list[Measured], metric: str, mode: str) -> str | None:
+    # The slice that refused the variant on some provider, else the first provider's worst one.
+    slices = [m.worst_slice for m in measured if m.worst_slice is not None]
+    if not slices:
+        return None
+    worst = next((s for s in slices if not s.passed), slices[0])
+    return describe_slice(worst, metric, mode)[:1024]
+
+
+def _variant_status(name: str, states: list[_PlanState], evaluation: Evaluation) -> VariantStatus:
     job = states[0].plan.job_name if states else None
     failed = [s for s in states if s.state == "Failed"]
     if failed:
@@ -246,9 +260,12 @@ def _variant_status(name: str, states: list[_PlanState]) -> VariantStatus:
     gate = GateVerdict.FAILED if failed_gate else GateVerdict.PASSED
     message = (f"{failed_gate[0].provider}: {failed_gate[0].reason}" if failed_gate
                else "; ".join(f"{m.provider}: {m.reason}" for m in measured))
+    slice_mode = (evaluation.slices or Slices()).max_drop_mode.value
     return VariantStatus(
         name=name, phase=VariantPhase.SUCCEEDED, job=job, metric=first.metric, source_metric=first.source_metric,
-        drop=first.drop, size_bytes=first.size_bytes, benchmarks=[_benchmark(m) for m in measured], gate=gate,
+        drop=first.drop, worst_slice=_worst_slice(measured, evaluation.metric.value, slice_mode),
+        held_out_rows=first.held_out_rows, tuning_rows=first.tuning_rows, size_bytes=first.size_bytes,
+        benchmarks=[_benchmark(m) for m in measured], gate=gate,
         artifact=first.manifest_uri, sha256=first.sha256, message=message[:32768],
     )
 
@@ -457,7 +474,7 @@ def plan_loop(
     accepted = ConditionState(_TRUE, Reason.SPEC_ACCEPTED,
                               f"revision {revision}: {len(spec.optimizations)} variant(s) on "
                               f"{', '.join(p.provider for p in plans)}")
-    variants = [_variant_status(o.name, states) for o in spec.optimizations]
+    variants = [_variant_status(o.name, states, spec.evaluation) for o in spec.optimizations]
     # One provider's Job at a time: the next one starts once the earlier ones are done, so it reuses their
     # builds by content (it only measures) and two Jobs never share the CPUs they time latency on.
     create: tuple[Manifest, ...] = ()
@@ -572,9 +589,13 @@ def plan_loop(
                 available_replicas=seen.available if seen else 0, latency_p99_ms=m.p99_ms,
                 provider_fallback=m.provider_fallback, message=choice.reason,
             ))
+        def available(p: PoolStatus) -> str:
+            seen = observed.deployments.get(p.deployment or "")
+            why = f": {seen.unready_reason}" if seen is not None and seen.unready_reason else ""
+            return f"{p.deployment} ({p.available_replicas or 0}/{p.replicas} available{why})"
+
         if not part.in_rollout:
-            message = "waiting for " + ", ".join(
-                f"{p.deployment} ({p.available_replicas or 0}/{p.replicas} available)" for p in pools)
+            message = "waiting for " + ", ".join(available(p) for p in pools)
             if stable and stable != revision:
                 message += f" before its canary begins; revision {stable} serves meanwhile"
             conditions = {
@@ -591,7 +612,7 @@ def plan_loop(
             serving = ", ".join(f"{p.name}={p.variant}" for p in pools)
             deployed = (ConditionState(_TRUE, Reason.DEPLOYED, f"serving {serving}") if part.wanted_ready else
                         ConditionState(_FALSE, Reason.DEPLOYING, "scaling " + ", ".join(
-                            f"{p.deployment} ({p.available_replicas or 0}/{p.replicas} available)" for p in pools)))
+                            available(p) for p in pools)))
             conditions = {ConditionType.OPTIMIZED: optimized, ConditionType.GATED: gated,
                           ConditionType.DEPLOYED: deployed, **part.decision.conditions()}
             phase = part.decision.phase or Phase.SUCCEEDED
@@ -632,5 +653,7 @@ def plan_loop(
         events=(part.decision.event,) if part.decision.event is not None else (),
         # While a revision is rolled out or guarded, the next analysis is never further than one interval away.
         requeue_after=part.decision.requeue_after or (
-            spec.rollout.interval_timedelta if new.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTED) else None),
+            spec.rollout.interval_timedelta if new.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTED) else None)
+        # Pods that stay unready change nothing the watches see: look again, so the reason stays current.
+        or (UNREADY_RECHECK if builds is not None and not part.wanted_ready else None),
     )

@@ -13,6 +13,47 @@ from typing import Any
 from optimodel_contracts.choice import Timing, timings
 
 SOURCE = "source"
+# Ends status.variants[].worstSlice when that slice failed its budget; the Event for a slice refusal keys on it.
+OVER_BUDGET = "over budget"
+# Metrics scored as a share of rows: their drops read best in points (0.041 -> 4.1 pts).
+_SHARE_METRICS = ("accuracy", "topK", "f1")
+
+
+@dataclass(frozen=True)
+class SliceFigures:
+    """The gate's worst slice of the held-out rows, as the manifest records it (gate.worst_slice)."""
+
+    name: str
+    """e.g. class=3 or region=eu."""
+    size: int
+    drop: float
+    """In the slice budget's units (absolute, or relative to the source's score on the slice); positive = worse."""
+    max_drop: float
+    passed: bool
+
+
+def slice_from_gate(gate: Mapping[str, Any]) -> SliceFigures | None:
+    """gate.worst_slice of a manifest; None when absent (no slice judged, or written before slices were)."""
+    worst = gate.get("worst_slice")
+    if not isinstance(worst, Mapping):
+        return None
+    return SliceFigures(name=str(worst["name"]), size=int(worst["size"]), drop=float(worst["drop"]),
+                        max_drop=float(worst["max_drop"]), passed=bool(worst["passed"]))
+
+
+def describe_slice(worst: SliceFigures, metric: str, mode: str) -> str:
+    """One line for status and Events: `class=3: -4.1 pts on 88 rows (budget 5)`, signed as a change of the
+    score (negative = worse), in the unit of the slice budget: points of a share metric, percent when
+    relative, the metric's own units for an error metric (mae, mse)."""
+    change = -worst.drop
+    if mode == "relative":
+        text = f"{change * 100:+.1f}% on {worst.size} rows (budget {worst.max_drop * 100:g}%)"
+    elif metric in _SHARE_METRICS:
+        text = f"{change * 100:+.1f} pts on {worst.size} rows (budget {worst.max_drop * 100:g})"
+    else:
+        text = f"{metric} {'worse' if worst.drop > 0 else 'better'} by {abs(worst.drop):.4g} on {worst.size} rows " \
+               f"(budget {worst.max_drop:g})"
+    return f"{worst.name}: {text}" + ("" if worst.passed else f", {OVER_BUDGET}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +87,12 @@ class Measured:
     """The source, timed in the same rounds as this variant."""
     batch_size: int | None = None
     """The benchmark's batch size, which p50_ms / p99_ms are at."""
+    worst_slice: SliceFigures | None = None
+    """The gate's worst slice of the held-out rows; None when none was judged."""
+    held_out_rows: int | None = None
+    """Rows the metric and the verdict were computed on (manifest data_roles; None in older manifests)."""
+    tuning_rows: int | None = None
+    """Rows any search or selection looked at."""
 
     @property
     def speedup(self) -> float | None:
@@ -78,6 +125,7 @@ def measured_from_manifest(
     gate = manifest.get("gate") or {}
     latency = _latency(metrics.get("latency"), batch_size)
     source_latency = _latency(metrics.get("source_latency"), batch_size)
+    roles = manifest.get("data_roles") or {}
     return Measured(
         variant=variant,
         provider=provider,
@@ -99,6 +147,9 @@ def measured_from_manifest(
         latency=timings(metrics.get("latency")),
         source_latency=timings(metrics.get("source_latency")),
         batch_size=batch_size,
+        worst_slice=slice_from_gate(gate),
+        held_out_rows=roles.get("held_out_rows"),
+        tuning_rows=roles.get("tuning_rows"),
     )
 
 

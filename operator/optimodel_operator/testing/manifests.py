@@ -202,6 +202,27 @@ BAD_CASES: tuple[BadCase, ...] = (
     BadCase("check-names-duplicated", _set("rollout.checks", [{"name": "mine", "query": "up", "max": 1},
                                                               {"name": "mine", "query": "up", "min": 1}]),
             "spec.rollout.checks[1]", "spec.rollout.checks"),
+    # Data roles and slices (issue 13): each refused naming the field it is about.
+    BadCase("split-leaves-nothing-held-out",
+            _set("evaluation.split", {"tuningFraction": 0.7, "calibrationFraction": 0.3}),
+            "spec.evaluation.split.calibrationFraction"),
+    BadCase("split-tuning-fraction-zero", _set("evaluation.split", {"tuningFraction": 0}),
+            "spec.evaluation.split.tuningFraction"),
+    BadCase("split-tuning-fraction-one", _set("evaluation.split", {"tuningFraction": 1.0}),
+            "spec.evaluation.split.tuningFraction"),
+    BadCase("split-negative-seed", _set("evaluation.split", {"seed": -1}), "spec.evaluation.split.seed"),
+    BadCase("tuning-dataset-is-the-held-out-one", _set("evaluation.tuningDataset", "s3://data/m/eval.parquet"),
+            "spec.evaluation.tuningDataset"),
+    BadCase("tuning-dataset-bad-scheme", _set("evaluation.tuningDataset", "http://data.example/tune.parquet"),
+            "spec.evaluation.tuningDataset"),
+    BadCase("slices-relative-drop-above-1", _set("evaluation.slices", {"maxDropMode": "relative", "maxDrop": 2}),
+            "spec.evaluation.slices.maxDrop"),
+    BadCase("slices-columns-duplicated", _set("evaluation.slices", {"columns": ["region", "region"]}),
+            "spec.evaluation.slices.columns"),
+    BadCase("slices-column-empty", _set("evaluation.slices", {"columns": [""]}), "spec.evaluation.slices.columns[0]"),
+    BadCase("slices-min-size-zero", _set("evaluation.slices", {"minSize": 0}), "spec.evaluation.slices.minSize"),
+    BadCase("slices-unknown-drop-mode", _set("evaluation.slices", {"maxDropMode": "percent"}),
+            "spec.evaluation.slices.maxDropMode"),
 )
 
 
