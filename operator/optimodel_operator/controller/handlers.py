@@ -95,7 +95,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
         verdict = judge_spec(view.spec, config)
         plans = job_plans(verdict.spec, view.name, effective_store(verdict.spec, config.default_artifacts_uri)) \
             if verdict.spec is not None else []
-        observed = kube.observe(api, view, plans, store.read_run)
+        observed = kube.observe(api, view, plans, store.read_run, config.server_port)
         decision = reconcile(view, _now(), config, observed)
         analysed = decision.analysis is not None
         if decision.analysis is not None:

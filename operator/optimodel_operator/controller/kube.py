@@ -8,6 +8,8 @@ moment resumes from what is stored.
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -131,8 +133,56 @@ def _job_observation(clients: Clients, job: Mapping[str, Any]) -> JobObservation
     return JobObservation(name, "Failed", failed.get("reason") or "OptimizationFailed", failed.get("message"))
 
 
+def _ready_reason_of(pod_ip: str, port: int, timeout: float) -> str | None:
+    """What a model server that is not ready says about itself (GET /v2/health/ready answers 503 with its state
+    and reason): only a refusal (an artifact that failed verification or loading) is reported; a server still
+    loading, or one that cannot be reached (a NetworkPolicy of the user's), tells nothing."""
+    try:
+        with urllib.request.urlopen(f"http://{pod_ip}:{port}/v2/health/ready", timeout=timeout):
+            return None  # ready after all
+    except urllib.error.HTTPError as error:
+        try:
+            body = json.loads(error.read() or b"{}")
+        except ValueError:
+            return None
+        if isinstance(body, dict) and body.get("state") == "Refused" and body.get("reason"):
+            return f"its server refused the artifact: {str(body['reason'])[:500]}"
+        return None
+    except (OSError, ValueError):
+        return None
+
+
+def _unready_reason(clients: Clients, deployment: Mapping[str, Any], port: int, timeout: float = 0.5) -> str | None:
+    """Why a Deployment's pods are not ready, from the first pod that can say: a container waiting in a crash
+    loop (with its last termination message), or a running server that refused its artifact."""
+    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    if not selector:
+        return None
+    pods = clients.core.list_namespaced_pod(deployment["metadata"]["namespace"],
+                                            label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())))
+    for item in pods.items:
+        pod = client.ApiClient().sanitize_for_serialization(item)
+        status = pod.get("status") or {}
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
+            continue
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in ("CrashLoopBackOff", "CreateContainerError", "ErrImagePull",
+                                         "ImagePullBackOff", "CreateContainerConfigError"):
+                last = ((container.get("lastState") or {}).get("terminated") or {}).get("message") or ""
+                said = f": {last.strip().splitlines()[-1][:500]}" if last.strip() else ""
+                return f"pod {pod['metadata']['name']} {waiting['reason']}{said}"
+            if (container.get("state") or {}).get("running") and status.get("podIP"):
+                why = _ready_reason_of(status["podIP"], port, timeout)
+                if why:
+                    return f"pod {pod['metadata']['name']}: {why}"
+    return None
+
+
 def observe(clients: Clients, view: ResourceView, plans: list[JobPlan],
-            read_run: Any) -> Observed:
+            read_run: Any, server_port: int = 8080) -> Observed:
     selector = f"{LABEL_MODEL}={label_value(view.name)}"
     ns = view.namespace
     jobs = _owned(clients.batch.list_namespaced_job(ns, label_selector=selector).items, view.uid)
@@ -152,6 +202,9 @@ def observe(clients: Clients, view: ResourceView, plans: list[JobPlan],
             replicas=replicas, available=int(status.get("availableReplicas") or 0), current=current,
             variant=labels.get(LABEL_VARIANT, ""), variant_kind=annotations.get(ANNOTATION_VARIANT_KIND),
             drift_profiled=annotations.get(ANNOTATION_DRIFT_PROFILED) == "true",
+            # Asked only of a Deployment whose pods stay unready: a healthy one costs no extra call.
+            unready_reason=None if current and int(status.get("availableReplicas") or 0) >= replicas
+            else _unready_reason(clients, d, server_port),
         )
     return Observed(
         jobs={j["metadata"]["name"]: _job_observation(clients, j) for j in jobs},

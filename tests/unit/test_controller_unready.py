@@ -1,0 +1,76 @@
+"""A revision whose servers stay unready says why (issue 14, item 1: artifact bytes corrupted after the gate).
+
+The model server refuses an artifact whose bytes no longer match the manifest's sha256 and stays unready; the
+operator asks such a server's readiness endpoint for its reason, and the planner writes it into the waiting
+message, checking again every few seconds (nothing the watches see changes while pods stay unready)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from optimodel_contracts.artifacts import read_manifest, store_root_of
+from optimodel_operator.controller.kube import _ready_reason_of
+from optimodel_operator.planner.loop import UNREADY_RECHECK, DeploymentObservation, Observed
+from optimodel_server.sample_artifact import write_sample_artifact
+
+from test_planner_loop import all_done, by_kind, cond, run, spec_of  # noqa: I001 - the loop tests' fixtures
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_server_that_refused_its_corrupted_artifact_is_asked_why(tmp_path: Path) -> None:
+    uri = write_sample_artifact(str(tmp_path / "store"), hidden=8)
+    blob = Path(store_root_of(uri)) / read_manifest(uri).blob
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes: only the sha256 can tell
+    blob.write_bytes(bytes(data))
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "optimodel_server", "--manifest", uri, "--host", "127.0.0.1", "--port", str(port),
+         "--cache-dir", str(tmp_path / "cache")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
+    )
+    try:
+        deadline, why = time.monotonic() + 60, None
+        while why is None and time.monotonic() < deadline and server.poll() is None:
+            why = _ready_reason_of("127.0.0.1", port, timeout=1.0)
+            time.sleep(0.2)
+        assert why is not None, "the refusing server's reason was never read"
+        assert why.startswith("its server refused the artifact: ") and "sha256" in why.lower(), why
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_nothing_listening_tells_nothing() -> None:
+    assert _ready_reason_of("127.0.0.1", _free_port(), timeout=0.5) is None
+
+
+def test_the_waiting_message_carries_the_pods_reason_and_the_operator_looks_again() -> None:
+    spec = spec_of()
+    runs = all_done(spec)
+    deploying = run(spec, Observed(runs=runs))
+    why = "pod m-cpu-x: its server refused the artifact: sha256 mismatch"
+    seen = {}
+    for d in by_kind(deploying, "Deployment"):
+        labels = d["metadata"]["labels"]
+        pool = labels["optimodel.io/pool"]
+        seen[d["metadata"]["name"]] = DeploymentObservation(
+            d["metadata"]["name"], labels["optimodel.io/revision"], pool, d["spec"]["replicas"],
+            0 if pool == "cpu" else d["spec"]["replicas"], True, unready_reason=why if pool == "cpu" else None)
+    held = run(spec, Observed(runs=runs, deployments=seen, services=frozenset({"m", "m-cpu", "m-gpu"})),
+               deploying.status)
+    deployed = cond(held, "Deployed")
+    assert deployed["status"] == "False" and why in deployed["message"], deployed
+    assert held.status["phase"] == "Deploying"
+    assert held.requeue_after == UNREADY_RECHECK == timedelta(seconds=10)
