@@ -222,6 +222,7 @@ def test_multi_stage_the_final_stage_copies_the_builders_venv_and_runs_as_non_ro
 def test_bases_are_pinned(image: str) -> None:
     dockerfile = IMAGES[image].dockerfile
     names: set[str] = set()
+    assert stages(dockerfile), f"{dockerfile}: no FROM found (nothing would be checked)"
     for stage in stages(dockerfile):
         if stage.image in names:  # an earlier stage
             continue
