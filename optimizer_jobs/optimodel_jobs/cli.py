@@ -4,7 +4,8 @@ Also the Job entrypoint (``python -m optimodel_jobs --config <json or path>``): 
 refusal a one-line JSON ``{"reason", "message"}`` on stderr and in the pod's termination message,
 so the operator can put the reason in the resource's status. Exit codes: 0 ran (whatever the gate
 said: a pool where nothing passed is printed with a hint of what to try), 2 refused input or a failed step,
-1 an unexpected crash. The working folder a run makes (``/tmp/optimodel-*``) is removed on every exit path.
+1 an unexpected crash. The working folder a run makes (``/tmp/optimodel-*``) is removed on every exit Python sees
+(finished, refused, crashed, Ctrl-C, SIGTERM); SIGKILL leaves it.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def optimize(
 
     Before any step, every input (source, datasets) is opened and the store written to and cleaned (a probe file), so a wrong URI, missing credentials or an unreachable host fail at once.
 
-    Exit codes: 0 the run finished (also when nothing passed the gate for a pool: a hint says what came closest and what to try), 2 refused input or a failed step (one line naming the reason), 1 a crash. Temporary folders (/tmp/optimodel-*) are removed on every exit.
+    Exit codes: 0 the run finished (also when nothing passed the gate for a pool: a hint says what came closest and what to try), 2 refused input or a failed step (one line naming the reason), 1 a crash. Temporary folders (/tmp/optimodel-*) are removed when the command ends, by Ctrl-C or `kill` (SIGTERM) too; SIGKILL leaves them.
     """  # noqa: E501 - one line per paragraph: --help keeps a docstring's line breaks
     import signal
 
