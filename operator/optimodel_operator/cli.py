@@ -21,7 +21,8 @@ def _register() -> None:
     # One line per component; each owner adds its own.
     from optimodel_localcluster.cli import app as dev_app
 
-    app.add_typer(dev_app, name="dev", help="A local Kubernetes cluster from real parts (no Docker).")
+    app.add_typer(dev_app, name="dev", help="A local Kubernetes cluster: the real control plane, built here; a node "
+                  "agent stands in for the kubelet and container runtime (no Docker).")
     from optimodel_operator.crd.cli import app as crd_app
 
     app.add_typer(crd_app, name="crd", help="The OptimizedModel CRD, generated from the API types.")
