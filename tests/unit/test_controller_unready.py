@@ -74,3 +74,34 @@ def test_the_waiting_message_carries_the_pods_reason_and_the_operator_looks_agai
     assert deployed["status"] == "False" and why in deployed["message"], deployed
     assert held.status["phase"] == "Deploying"
     assert held.requeue_after == UNREADY_RECHECK == timedelta(seconds=10)
+
+
+def test_a_reconcile_after_a_child_event_that_fails_is_retried_by_the_wakeups() -> None:
+    """kopf does not retry event handlers, and a finished Job sends no second event: a reconcile that fails on
+    an unreachable API server (here: a port nothing listens on) is scheduled again instead of dropped."""
+    import logging
+
+    from kubernetes import client
+
+    from optimodel_operator.controller import handlers, kube
+    from optimodel_operator.controller.wakeups import RETRY_AFTER_ERROR_S
+
+    configuration = client.Configuration()
+    configuration.host = f"https://127.0.0.1:{_free_port()}"
+    configuration.retries = 0
+    api = client.ApiClient(configuration)
+    saved = handlers._clients
+    handlers._clients = kube.Clients(client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api),
+                                     client.CustomObjectsApi(api), None)  # type: ignore[arg-type]
+    job = {"kind": "Job", "metadata": {"namespace": "ns", "name": "m-optimize-cpu-1",
+                                       "ownerReferences": [{"kind": "OptimizedModel", "name": "m",
+                                                            "apiVersion": "optimodel.io/v1alpha1"}]}}
+    before = time.monotonic()
+    try:
+        handlers._on_child(job, logging.getLogger("test"))  # type: ignore[arg-type]
+        due = handlers._wakeups.pending()
+        assert ("ns", "m") in due, due
+        assert before + RETRY_AFTER_ERROR_S <= due[("ns", "m")] <= time.monotonic() + RETRY_AFTER_ERROR_S
+    finally:
+        handlers._wakeups.cancel("ns", "m")
+        handlers._clients = saved

@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
 from optimodel_operator.controller import analysis, kube, metrics, store
 from optimodel_operator.controller.settings import planner_config, prometheus_timeout_s, prometheus_url
-from optimodel_operator.controller.wakeups import Wakeups
+from optimodel_operator.controller.wakeups import RETRY_AFTER_ERROR_S, Wakeups
 from optimodel_operator.planner.naming import LABEL_MANAGED_BY, MANAGED_BY
 from optimodel_operator.planner.reconcile import Decision, reconcile
 from optimodel_operator.planner.revision import effective_store, job_plans
@@ -171,19 +171,26 @@ def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
     namespace = body.get("metadata", {}).get("namespace")
     if owner is None or namespace is None:
         return
-    model = kube.read_model(clients(), namespace, owner)
-    if model is None:
-        return  # the resource is gone; the garbage collector takes its children
     try:
+        model = kube.read_model(clients(), namespace, owner)
+        if model is None:
+            return  # the resource is gone; the garbage collector takes its children
         reconcile_model(model, logger)
     except ApiException as error:
         if error.status == 403 and "being terminated" in str(error.body):
             return  # its namespace is being deleted: nothing to repair there
-        logger.warning("reconcile of %s/%s after a change of its %s failed: %s", namespace, owner,
-                       body.get("kind", "child"), error)
-    except Exception as error:  # noqa: BLE001 - the next event or the resource's own handler retries
-        logger.warning("reconcile of %s/%s after a change of its %s failed: %s", namespace, owner,
-                       body.get("kind", "child"), error)
+        _retry_later(namespace, owner, body, error, logger)
+    except Exception as error:  # noqa: BLE001 - retried below, as any failed reconcile
+        _retry_later(namespace, owner, body, error, logger)
+
+
+def _retry_later(namespace: str, owner: str, body: kopf.Body, error: Exception, logger: kopf.Logger) -> None:
+    # kopf does not retry event handlers, and a finished Job sends no further event: without a retry, a
+    # completion seen while the API server was restarting left the model "optimizing" for good. The wake-up
+    # thread reconciles it again (and keeps retrying while that fails).
+    logger.warning("reconcile of %s/%s after a change of its %s failed: %s; again in %.0f s", namespace, owner,
+                   body.get("kind", "child"), error, RETRY_AFTER_ERROR_S)
+    _wakeups.schedule(namespace, owner, RETRY_AFTER_ERROR_S)
 
 
 # Children changing (a Job finishing, a Deployment becoming available) move the loop on.
