@@ -24,7 +24,7 @@ from typing import Any
 import fsspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from optimodel_contracts.artifacts import GateVerdict
+from optimodel_contracts.artifacts import DataRoles, GateVerdict
 from optimodel_contracts.errors import ReasonedError
 from optimodel_contracts.jobconfig import OptimizeConfig
 
@@ -107,6 +107,8 @@ class RunRecord(_Record):
     choice_reasons: dict[str, str] = Field(default_factory=dict)
     result_uri: str | None = None
     report: str | None = None
+    # Which rows played which role and which role decided what (issue 13); absent in older records.
+    data_roles: DataRoles | None = None
 
     def variant(self, name: str) -> VariantRecord:
         for record in self.variants:

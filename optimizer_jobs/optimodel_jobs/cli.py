@@ -68,7 +68,16 @@ def print_table(console: Any, result: Any) -> None:
         style = {"PASS": "green", "FAIL": "red", "error": "red"}.get(row["gate"])
         table.add_row(*[row[c] for c in columns], style=style)
     console.print(table)
+    roles = getattr(result, "data_roles", None)
+    if roles is not None:
+        console.print(f"metric, drop and gate on {roles.held_out_rows} held-out rows; the fallback and auto's tie-break "
+                      f"on {roles.tuning_rows} tuning rows; calibration: {roles.calibration_source}", highlight=False)
+        if roles.evaluation_used_for_training:
+            console.print(f"[yellow]{roles.calibration_rows} evaluation rows calibrate/train (evaluation.split.calibrationFraction)[/]",
+                          highlight=False)
     for row in rows:
+        if row["worst slice"]:
+            console.print(f"{row['variant']}: worst slice {row['worst slice']}", highlight=False)
         if row["gate"] in ("FAIL", "error"):
             console.print(f"[red]{row['variant']}[/]: {row['reason']}", highlight=False)
     for pool, variant in result.chosen.items():

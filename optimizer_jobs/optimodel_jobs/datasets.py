@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
@@ -35,6 +35,8 @@ class Dataset:
     uri: str
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
+    # The evaluation table's slice columns (evaluation.slices.columns): not model inputs, one value per row.
+    slices: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -46,6 +48,7 @@ class Dataset:
             self.uri,
             {k: v[:count] for k, v in self.inputs.items()},
             None if self.labels is None else self.labels[:count],
+            {k: v[:count] for k, v in self.slices.items()},
         )
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -83,6 +86,24 @@ def read_table(uri: str) -> RawTable:
             values = np.stack([np.asarray(v) for v in values])  # parquet list columns hold whole tensors
         arrays[str(column)] = values
     return RawTable(uri, arrays, tabular=True)
+
+
+def split_off_columns(raw: RawTable, columns: Sequence[str], field_name: str) -> tuple[RawTable, dict[str, np.ndarray]]:
+    """The table without ``columns`` (not model inputs: they must not feed the model) and those columns' values;
+    a missing one is refused naming ``field_name``."""
+    missing = [c for c in columns if c not in raw.arrays]
+    if missing:
+        raise OptimizeError(
+            errors.INPUT_MISMATCH,
+            f"{field_name} names {missing}, which dataset {raw.uri} does not have (it has {', '.join(raw.arrays) or 'nothing'}); "
+            "a slice column is an extra column (or array) of the evaluation data, not a model input",
+        )
+    values = {c: np.asarray(raw.arrays[c]) for c in columns}
+    for column, array in values.items():
+        if array.ndim != 1:
+            raise OptimizeError(errors.SHAPE_MISMATCH, f"{field_name}: {column!r} of {raw.uri} must hold one value per row, it has shape {list(array.shape)}")
+    rest = RawTable(raw.uri, {k: v for k, v in raw.arrays.items() if k not in values}, raw.tabular)
+    return rest, values
 
 
 def label_key(raw: RawTable, label: str) -> str | None:
@@ -150,7 +171,8 @@ def _numeric_columns(raw: RawTable, columns: Sequence[str]) -> None:
 
 
 def bind(
-    raw: RawTable, spec: DatasetSpec, model_inputs: Sequence[TensorSpec], need_labels: bool
+    raw: RawTable, spec: DatasetSpec, model_inputs: Sequence[TensorSpec], need_labels: bool,
+    slices: dict[str, np.ndarray] | None = None,
 ) -> Dataset:
     """Match the data to the model's inputs: names, per-sample shapes and dtypes; refuse what won't fit."""
     label = label_key(raw, spec.label)
@@ -178,7 +200,7 @@ def bind(
             "dataset.label names the label, dataset.columns picks the features)",
         ) from None
     labels = None if label is None else np.asarray(raw.arrays[label])
-    return Dataset(raw.uri, bound, labels).take(spec.samples)
+    return Dataset(raw.uri, bound, labels, dict(slices or {})).take(spec.samples)
 
 
 def require_label(raw: RawTable, spec: DatasetSpec) -> None:

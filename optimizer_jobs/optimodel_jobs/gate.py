@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from optimodel_jobs import errors
-from optimodel_contracts.artifacts import GateVerdict
-from optimodel_contracts.jobconfig import Budgets, EvaluationSpec, GateOverride
+from optimodel_contracts.artifacts import GateVerdict, SliceResult
+from optimodel_contracts.jobconfig import Budgets, EvaluationSpec, GateOverride, SliceSpec
 from optimodel_jobs.errors import OptimizeError
 
 
@@ -145,7 +145,7 @@ def apply_budgets(
         problems.append(f"size {size} MiB exceeds maxSizeMiB {budgets.max_size_mib}")
     if not problems:
         return verdict
-    return GateVerdict(passed=False, reason=f"{verdict.reason}; but {'; '.join(problems)}", deployable=False)
+    return verdict.model_copy(update={"passed": False, "deployable": False, "reason": f"{verdict.reason}; but {'; '.join(problems)}"})
 
 
 def score(metric: Metric, outputs: np.ndarray, labels: np.ndarray | None, source_outputs: np.ndarray, task: str) -> float:
@@ -162,6 +162,87 @@ def metric_drop(source_value: float, variant_value: float, higher_is_better: boo
     return worse_by / abs(source_value) if source_value != 0 else worse_by
 
 
+# --------------------------------------------------------------------------------------------------
+# Slices: overall accuracy within budget can hide a collapse on one class or one segment
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SliceCheck:
+    """Every slice big enough to judge (``judged``) and how many were too small to."""
+
+    judged: list[SliceResult]
+    too_small: int
+
+    @property
+    def worst(self) -> SliceResult | None:
+        return max(self.judged, key=lambda s: (s.drop, -s.size, s.name)) if self.judged else None
+
+    @property
+    def failed(self) -> list[SliceResult]:
+        return [s for s in self.judged if not s.passed]
+
+
+def _value_text(value: object) -> str:
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def slice_check(
+    spec: SliceSpec,
+    metric: Metric,
+    task: str,
+    higher_is_better: bool,
+    outputs: np.ndarray,
+    source_outputs: np.ndarray,
+    labels: np.ndarray | None,
+    columns: dict[str, np.ndarray],
+) -> SliceCheck:
+    """Pure: the metric's drop on each slice of the rows. Classification with labels and ``perClass``: one
+    slice per true label (``class=3``), judged on the class's accuracy (its recall) when the metric is
+    f1_macro, whose value on the rows of one class means nothing; otherwise every slice is judged on the
+    gate's metric. Each of ``columns`` (name -> one value per row): one slice per value (``region=eu``)."""
+    groups: list[tuple[str, np.ndarray]] = []
+    if spec.per_class and task == "classification" and labels is not None:
+        truth = np.asarray(labels).reshape(-1)
+        groups += [(f"class={_value_text(c)}", truth == c) for c in np.unique(truth)]
+    for column, values in columns.items():
+        values = np.asarray(values)
+        groups += [(f"{column}={_value_text(v)}", values == v) for v in _unique(values)]
+    judged: list[SliceResult] = []
+    too_small = 0
+    per_class_metric = METRICS["accuracy"] if metric.name == "f1_macro" else metric
+    for name, rows in groups:
+        size = int(rows.sum())
+        if size < spec.min_size:
+            too_small += 1
+            continue
+        chosen = per_class_metric if name.startswith("class=") else metric
+        slice_labels = None if labels is None else np.asarray(labels)[rows]
+        source_value = score(chosen, source_outputs[rows], slice_labels, source_outputs[rows], task)
+        variant_value = score(chosen, outputs[rows], slice_labels, source_outputs[rows], task)
+        drop = metric_drop(source_value, variant_value, higher_is_better, spec.max_drop_mode)
+        judged.append(SliceResult(
+            name=name, size=size, source_metric=round(source_value, 6), variant_metric=round(variant_value, 6),
+            drop=round(drop, 6), max_drop=spec.max_drop, passed=bool(drop <= spec.max_drop + 1e-12),
+        ))
+    return SliceCheck(judged, too_small)
+
+
+def _unique(values: np.ndarray) -> list[object]:
+    """Distinct values in first-seen order (object columns of mixed types cannot be sorted)."""
+    return list(dict.fromkeys(values.tolist()))
+
+
+def slice_text(result: SliceResult, mode: str = "absolute") -> str:
+    """``class=3: absolute drop +0.0900 (0.7100 vs source 0.8000) on 88 rows``."""
+    unit = "relative" if mode == "relative" else "absolute"
+    return (f"{result.name}: {unit} drop {result.drop:+.4f} ({result.variant_metric:.4f} vs source "
+            f"{result.source_metric:.4f}) on {result.size} rows")
+
+
 def decide(
     evaluation: EvaluationSpec,
     metric: Metric,
@@ -169,20 +250,36 @@ def decide(
     variant_value: float,
     agreement_value: float,
     outputs_finite: bool = True,
+    slices: SliceCheck | None = None,
 ) -> GateVerdict:
-    """The gate's verdict for one variant."""
+    """The gate's verdict for one variant: the overall drop, the agreement, then every judged slice's drop
+    (``slices``; the worst slice is recorded whatever the verdict)."""
     if not outputs_finite:
         return GateVerdict(passed=False, reason="the variant produced NaN or infinite outputs", deployable=False)
+    seen = {} if slices is None else {
+        "worst_slice": slices.worst, "slices_judged": len(slices.judged), "slices_too_small": slices.too_small}
     higher = metric.higher_is_better if evaluation.higher_is_better is None else evaluation.higher_is_better
     drop = metric_drop(source_value, variant_value, higher, evaluation.max_drop_mode)
     unit = "relative" if evaluation.max_drop_mode == "relative" else "absolute"
     described = f"{metric.name} {variant_value:.4f} vs source {source_value:.4f}: {unit} drop {drop:+.4f}"
     if drop > evaluation.max_drop + 1e-12:
-        return GateVerdict(passed=False, reason=f"{described} exceeds maxDrop {evaluation.max_drop}", deployable=False)
+        return GateVerdict(passed=False, reason=f"{described} exceeds maxDrop {evaluation.max_drop}", deployable=False, **seen)
     if evaluation.min_agreement is not None and agreement_value < evaluation.min_agreement:
         return GateVerdict(
             passed=False,
             reason=f"agreement with the source {agreement_value:.4f} is below minAgreement {evaluation.min_agreement}",
-            deployable=False,
+            deployable=False, **seen,
         )
-    return GateVerdict(passed=True, reason=f"{described} within maxDrop {evaluation.max_drop}", deployable=True)
+    mode = evaluation.slices.max_drop_mode
+    if slices is not None and slices.failed:
+        worst = slices.worst
+        assert worst is not None
+        others = len(slices.failed) - 1
+        return GateVerdict(
+            passed=False, deployable=False, **seen,
+            reason=f"{described} within maxDrop {evaluation.max_drop}, but slice {slice_text(worst, mode)} exceeds "
+            f"slices.maxDrop {worst.max_drop}" + (f" (and {others} more slice{'s' if others > 1 else ''})" if others else ""),
+        )
+    within = "" if slices is None or slices.worst is None else (
+        f"; worst slice {slice_text(slices.worst, mode)} within slices.maxDrop {slices.worst.max_drop}")
+    return GateVerdict(passed=True, reason=f"{described} within maxDrop {evaluation.max_drop}{within}", deployable=True, **seen)

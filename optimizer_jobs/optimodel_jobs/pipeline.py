@@ -22,6 +22,7 @@ import numpy as np
 from optimodel_jobs import errors, graphopt, probes
 from optimodel_contracts.artifacts import (
     ArtifactManifest,
+    DataRoles,
     DriftReference,
     GateVerdict,
     Lineage,
@@ -50,9 +51,29 @@ from optimodel_contracts.runrecord import (
     build_record_uri,
     read_build_record,
 )
-from optimodel_jobs.datasets import Dataset, RawTable, bind, example_inputs, feature_names, read_table, require_label
+from optimodel_jobs.datasets import (
+    Dataset,
+    RawTable,
+    bind,
+    example_inputs,
+    feature_names,
+    read_table,
+    require_label,
+    split_off_columns,
+)
 from optimodel_jobs.errors import OptimizeError
-from optimodel_jobs.gate import Metric, agreement, apply_budgets, decide, metric_drop, metric_for, score, with_override
+from optimodel_jobs.gate import (
+    Metric,
+    agreement,
+    apply_budgets,
+    decide,
+    metric_drop,
+    metric_for,
+    score,
+    slice_check,
+    with_override,
+)
+from optimodel_jobs.splits import CALIBRATION, HELD_OUT, METHOD, TUNING, assign_roles, subset
 from optimodel_jobs.reuse import write_artifact_once
 from optimodel_jobs.latency import LatencyStats, batch_of, measure_interleaved, peak_memory_mb
 from optimodel_jobs.runtime import ProviderChoice, choose_providers, cpu_limit_from_environment, predict, threads_for
@@ -99,6 +120,9 @@ class VariantOutcome:
     manifest_uri: str | None = None
     build_seconds: float = 0.0
     outputs: np.ndarray | None = None
+    # On the tuning rows (what the fallback and auto's tie-break may look at); the fields above are held-out.
+    tuning_gate: GateVerdict | None = None
+    tuning_drop: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -122,6 +146,7 @@ class VariantOutcome:
             "manifest_uri": self.manifest_uri,
             "build_seconds": round(self.build_seconds, 2),
             "build": self.details.get("build"),
+            "tuning_drop": self.tuning_drop,
         }
 
 
@@ -138,6 +163,8 @@ class RunResult:
     report_uri: str | None = None  # the report in the store, next to the run record
     choice_reasons: dict[str, str] = field(default_factory=dict)
     """Per pool, why it serves what ``chosen`` says (``auto``'s figures, or the name it asked for)."""
+    data_roles: DataRoles | None = None
+    """Which rows played which role, and which role decided what (the same in every manifest of the run)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +177,7 @@ class RunResult:
             "choice_reasons": self.choice_reasons,
             "result_uri": self.result_uri,
             "report": self.report_uri or (str(self.report_path) if self.report_path else None),
+            "data_roles": None if self.data_roles is None else self.data_roles.model_dump(mode="json"),
         }
 
 
@@ -272,7 +300,8 @@ def _candidate(outcome: VariantOutcome, source: VariantOutcome | None) -> Candid
     # Job's own measurement of it.
     paired = timings(outcome.details.get("latency_source"))
     source_latency = paired or (_recorded(source.latency) if source is not None else {})
-    return Candidate(outcome.name, _recorded(outcome.latency), source_latency, outcome.size_bytes, outcome.drop)
+    # auto's tie-break ("then the more accurate") is a selection: it looks at the tuning rows, never the held-out ones.
+    return Candidate(outcome.name, _recorded(outcome.latency), source_latency, outcome.size_bytes, outcome.tuning_drop)
 
 
 def pool_choices(config: OptimizeConfig, outcomes: list[VariantOutcome], source: VariantOutcome | None = None) -> dict[str, PoolPick]:
@@ -308,6 +337,24 @@ def choose_for_pools(config: OptimizeConfig, outcomes: list[VariantOutcome], sou
     return {pool: pick.variant for pool, pick in pool_choices(config, outcomes, source).items()}
 
 
+@dataclass(frozen=True)
+class Judged:
+    outputs: np.ndarray
+    metric: float
+    agreement: float
+    drop: float | None
+    verdict: GateVerdict
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The source's outputs and metric on one set of rows (the tuning rows), to judge a candidate against."""
+
+    data: Dataset
+    outputs: np.ndarray
+    metric: float
+
+
 class Pipeline:
     def __init__(self, config: OptimizeConfig, progress: Progress | None = None) -> None:
         self.config = config
@@ -321,6 +368,8 @@ class Pipeline:
         self._source_ref: VariantOutcome | None = None
         self._keys: dict[str, tuple[str, dict[str, Any]]] = {}  # variant -> (build key, its material)
         self._previous: dict[str, BuildRecord] = {}  # variant -> the build it reuses
+        self._roles: DataRoles | None = None
+        self._tuning_ref: Reference | None = None  # the source on the tuning rows
 
     @contextmanager
     def step(self, name: str, summary: Callable[[], str] | None = None) -> Iterator[None]:
@@ -344,9 +393,22 @@ class Pipeline:
         with self.step("open inputs and store", lambda: f"{len(probes.targets(config))} locations"):
             probes.probe_all(config)  # seconds, not the whole pipeline, to learn that a URI or its keys are wrong
         with self.step("read datasets"):
-            raw_eval = read_table(config.evaluation.dataset.uri)
+            evaluation_spec = config.evaluation
+            raw_full = read_table(evaluation_spec.dataset.uri)
+            # Roles are drawn from the whole row (label and slice columns included), before anything is bound.
+            roles = assign_roles(raw_full, evaluation_spec.split, tuning_given=evaluation_spec.tuning_dataset is not None)
+            raw_eval, slice_values = split_off_columns(raw_full, evaluation_spec.slices.columns, "evaluation.slices.columns")
             if metric.needs_labels:
-                require_label(raw_eval, config.evaluation.dataset)  # before a torch export takes it for an input
+                require_label(raw_eval, evaluation_spec.dataset)  # before a torch export takes it for an input
+            raw_tuning: RawTable | None = None
+            tuning_slices: dict[str, np.ndarray] = {}
+            if evaluation_spec.tuning_dataset is not None:
+                raw_tuning = read_table(evaluation_spec.tuning_dataset.uri)
+                # The tuning rows are judged by the same slices where they have the columns (a search aid only).
+                present = [c for c in evaluation_spec.slices.columns if c in raw_tuning.arrays]
+                raw_tuning, tuning_slices = split_off_columns(raw_tuning, present, "evaluation.slices.columns")
+                if metric.needs_labels:
+                    require_label(raw_tuning, evaluation_spec.tuning_dataset)
             calibration_spec = config.calibration or CalibrationSpec()
             raw_calibration = read_table(calibration_spec.dataset.uri) if calibration_spec.dataset else None
             raw_training = read_table(config.training.uri) if config.training else None
@@ -362,16 +424,48 @@ class Pipeline:
             example = self._example_inputs(raw_eval, config.evaluation.dataset)
             source = load_source(config.source, self.work_dir, example, config.config_dir, config.evaluation.dataset.uri)
             check_declared_inputs(config.source, source.inputs)
-        with self.step("bind datasets"):
-            evaluation = bind(raw_eval, config.evaluation.dataset, source.inputs, need_labels=metric.needs_labels)
-            if len(evaluation) < config.evaluation.min_samples:
+        with self.step("bind datasets", lambda: self._roles_summary()):
+            whole = bind(raw_eval, evaluation_spec.dataset, source.inputs, need_labels=metric.needs_labels, slices=slice_values)
+            roles = roles[: len(whole)]  # dataset.samples keeps the first rows; their roles stay theirs
+            evaluation = subset(whole, roles == HELD_OUT, whole.uri)
+            if len(evaluation) < evaluation_spec.min_samples:
                 raise OptimizeError(
                     errors.DATASET_TOO_SMALL,
-                    f"evaluation dataset {evaluation.uri} has {len(evaluation)} samples; "
-                    f"the gate needs at least minSamples={config.evaluation.min_samples}",
+                    f"evaluation dataset {whole.uri} has {len(evaluation)} held-out samples (of {len(whole)}: "
+                    f"{int((roles == TUNING).sum())} tuning, {int((roles == CALIBRATION).sum())} calibration, by "
+                    f"evaluation.split); the gate needs at least minSamples={evaluation_spec.min_samples} held-out samples",
                 )
-            calibration_data = self._secondary(raw_calibration, calibration_spec.dataset, raw_training, source, evaluation)
-            training_data = self._training(raw_training, raw_calibration, calibration_spec.dataset, source, evaluation)
+            if raw_tuning is not None and evaluation_spec.tuning_dataset is not None:
+                tuning = bind(raw_tuning, evaluation_spec.tuning_dataset, source.inputs, need_labels=metric.needs_labels,
+                              slices=tuning_slices)
+            else:
+                tuning = subset(whole, roles == TUNING, whole.uri)
+            if len(tuning) == 0:
+                raise OptimizeError(
+                    errors.DATASET_TOO_SMALL,
+                    f"evaluation dataset {whole.uri}: no row fell to tuning (evaluation.split.tuningFraction "
+                    f"{evaluation_spec.split.tuning_fraction} of {len(whole)} rows); raise it or give evaluation.tuningDataset",
+                )
+            from_evaluation = subset(whole, roles == CALIBRATION, whole.uri) if (roles == CALIBRATION).any() else None
+            calibration_data, calibration_source = self._secondary(raw_calibration, calibration_spec.dataset, raw_training,
+                                                                   source, from_evaluation)
+            training_data, training_source = self._training(raw_training, raw_calibration, calibration_spec.dataset, source,
+                                                            from_evaluation)
+            self._require_data(calibration_data, training_data)
+            self._roles = DataRoles(
+                seed=evaluation_spec.split.seed if (roles != HELD_OUT).any() else None,
+                method=METHOD if (roles != HELD_OUT).any() else "none: evaluation.tuningDataset tunes, evaluation.dataset is wholly held out",
+                held_out_uri=f"{whole.uri}#held_out" if (roles != HELD_OUT).any() else whole.uri,
+                tuning_uri=tuning.uri if evaluation_spec.tuning_dataset is not None else f"{whole.uri}#tuning",
+                held_out_rows=len(evaluation),
+                tuning_rows=len(tuning),
+                calibration_rows=0 if calibration_data is None else len(calibration_data),
+                calibration_source=calibration_source,
+                training_source=training_source,
+                evaluation_used_for_training=from_evaluation is not None and "evaluation" in (calibration_source + training_source),
+                decided_on={"fallback": "tuning", "auto_choice": "tuning", "gate_verdict": "held_out",
+                            "slices": "held_out", "reported_metrics": "held_out"},
+            )
         threads_default = threads_for(config.latency.cpu_limit or cpu_limit_from_environment())
 
         provider = job_provider(config)
@@ -380,7 +474,7 @@ class Pipeline:
             name="source", kind="fp32-source", parent=None, provider=choose_providers(provider), pool=source_pool,
             path=source.onnx_path, raw_path=source.onnx_path, module=source.module,
         )
-        with self.step("evaluate source", lambda: f"{metric.name} = {source_outcome.metric:.4f} on {len(evaluation)} samples"):
+        with self.step("evaluate source", lambda: f"{metric.name} = {source_outcome.metric:.4f} on {len(evaluation)} held-out samples"):
             # The source is served too (pools with variant: source, or auto when nothing passed): its artifact is
             # the ONNX export with the graph optimizations of this Job's provider baked in, as a variant's would be.
             level = graphopt.level_for(provider)
@@ -390,12 +484,17 @@ class Pipeline:
             source_outcome.metric = score(metric, source_outcome.outputs, evaluation.labels, source_outcome.outputs, config.task)
             source_outcome.agreement = 1.0
             source_outcome.drop = 0.0
+            source_outcome.tuning_drop = 0.0
             source_outcome.size_bytes = source_outcome.path.stat().st_size
             source_outcome.parameters = onnx_parameter_count(source_outcome.path)
             source_outcome.gate = GateVerdict(
                 passed=True, deployable=True,
                 reason="the source model itself (the gate's reference, not optimized): always deployable",
             )
+            source_outcome.tuning_gate = source_outcome.gate
+            tuning_outputs = predict(source_outcome.path, tuning, threads_default)
+            self._tuning_ref = Reference(tuning, tuning_outputs,
+                                         score(metric, tuning_outputs, tuning.labels, tuning_outputs, config.task))
         self._source_ref = source_outcome
 
         outcomes: dict[str, VariantOutcome] = {"source": source_outcome}
@@ -415,26 +514,34 @@ class Pipeline:
                 if parent.path is None:
                     raise OptimizeError(errors.VARIANT_FAILED, f"its parent {parent.name!r} failed: {parent.error}")
                 if not self._reuse(variant, outcome, pool):
-                    self._build(variant, outcome, parent, pool, source, evaluation, calibration_data, training_data, metric)
+                    self._build(variant, outcome, parent, pool, source, calibration_data, training_data, metric)
                     self._save_build(variant, outcome, time.perf_counter() - started)
-                self._evaluate(outcome, metric, evaluation, source_outcome, threads_default, with_override(config.evaluation, variant.gate))
+                # On the tuning rows only: what a later choice (a chained fallback, auto's tie-break) may look at.
+                self._tune(outcome, metric, threads_default, with_override(config.evaluation, variant.gate))
                 outcome.build_seconds = time.perf_counter() - started
-                assert outcome.gate is not None
-                verdict = "PASS" if outcome.gate.passed else "FAIL"
+                assert outcome.tuning_gate is not None
+                verdict = "pass" if outcome.tuning_gate.passed else "fail"
                 self.progress.finish(
                     f"variant {variant.name} ({variant.kind})",
-                    f"{verdict}: {outcome.gate.reason}",
+                    f"built; on the {len(tuning)} tuning rows it would {verdict}: {outcome.tuning_gate.reason}",
                     outcome.build_seconds,
                 )
             except Exception as error:  # noqa: BLE001 - one failed variant must not sink the others
-                problem = error if isinstance(error, OptimizeError) else OptimizeError(
-                    errors.VARIANT_FAILED, f"variant {variant.name!r} failed: {type(error).__name__}: {error}"
-                )
-                outcome.error = problem
-                outcome.path = None
-                outcome.gate = GateVerdict(passed=False, reason=problem.message, deployable=False)
+                self._failed(outcome, error, variant.name)
                 outcome.build_seconds = time.perf_counter() - started
-                self.progress.fail(f"variant {variant.name} ({variant.kind})", problem.message, outcome.build_seconds)
+                self.progress.fail(f"variant {variant.name} ({variant.kind})", outcome.gate.reason if outcome.gate else "", outcome.build_seconds)
+
+        # The gate's verdict: once per variant, on the held-out rows, after every variant (and every fallback
+        # round) is settled; nothing built or chosen above has seen these rows.
+        judged = [o for name, o in outcomes.items() if name != "source" and o.path is not None]
+        variant_specs = {v.name: v for v in config.variants}
+        with self.step("gate (held-out)", lambda: self._gate_summary(judged, len(evaluation))):
+            for outcome in judged:
+                try:
+                    self._evaluate(outcome, metric, evaluation, source_outcome, threads_default,
+                                   with_override(config.evaluation, variant_specs[outcome.name].gate))
+                except Exception as error:  # noqa: BLE001 - one failed variant must not sink the others
+                    self._failed(outcome, error, outcome.name)
 
         built = [o for name, o in outcomes.items() if name != "source" and o.path is not None]
         with self.step("latency", lambda: self._latency_summary(source_outcome, built)):
@@ -457,7 +564,7 @@ class Pipeline:
         variants = [o for name, o in outcomes.items() if name != "source"]
         picks = pool_choices(config, variants, source_outcome)
         result = RunResult(config, metric, source_outcome, variants, {p: pick.variant for p, pick in picks.items()},
-                           self.work_dir, choice_reasons={p: pick.reason for p, pick in picks.items()})
+                           self.work_dir, choice_reasons={p: pick.reason for p, pick in picks.items()}, data_roles=self._roles)
         with self.step("write artifacts", lambda: f"the source and {len(built)} variants in {config.store}"):
             self._write_artifacts(result, source, [source_outcome, *built], references)
         with self.step("report", lambda: f"{result.report_uri}" + (f" and {result.report_path}" if config.report else "")):
@@ -495,24 +602,76 @@ class Pipeline:
         return example_inputs(raw, spec, names, {i.name: i.dtype for i in self.config.source.inputs or []})
 
     def _secondary(
-        self, raw: RawTable | None, spec: DatasetSpec | None, raw_training: RawTable | None, source: Source, evaluation: Dataset
-    ) -> Dataset:
+        self, raw: RawTable | None, spec: DatasetSpec | None, raw_training: RawTable | None, source: Source,
+        from_evaluation: Dataset | None,
+    ) -> tuple[Dataset | None, str]:
+        """Calibration data and where it came from: the calibration dataset, else the training dataset, else the
+        evaluation rows of ``evaluation.split.calibrationFraction`` (only when the spec allows it), else none."""
         if raw is not None and spec is not None:
-            return bind(raw, spec, source.inputs, need_labels=False)
+            return bind(raw, spec, source.inputs, need_labels=False), "calibration dataset"
         if raw_training is not None and self.config.training is not None:
-            return bind(raw_training, self.config.training, source.inputs, need_labels=False)
-        # Calibrating on the evaluation data would flatter static int8; it is the last resort and recorded.
-        return evaluation
+            return bind(raw_training, self.config.training, source.inputs, need_labels=False), "training dataset"
+        if from_evaluation is not None:
+            return from_evaluation, "evaluation split (calibrationFraction)"
+        return None, "none"
 
     def _training(
         self, raw_training: RawTable | None, raw_calibration: RawTable | None, calibration_spec: DatasetSpec | None,
-        source: Source, evaluation: Dataset,
-    ) -> Dataset:
+        source: Source, from_evaluation: Dataset | None,
+    ) -> tuple[Dataset | None, str]:
+        """Training data (pruning's importance pass and fine-tuning, distillation) and where it came from."""
         if raw_training is not None and self.config.training is not None:
-            return bind(raw_training, self.config.training, source.inputs, need_labels=False)
+            return bind(raw_training, self.config.training, source.inputs, need_labels=False), "training dataset"
         if raw_calibration is not None and calibration_spec is not None:
-            return bind(raw_calibration, calibration_spec, source.inputs, need_labels=False)
-        return evaluation
+            return bind(raw_calibration, calibration_spec, source.inputs, need_labels=False), "calibration dataset"
+        if from_evaluation is not None:
+            return from_evaluation, "evaluation split (calibrationFraction)"
+        return None, "none"
+
+    def _require_data(self, calibration: Dataset | None, training: Dataset | None) -> None:
+        """Refuse, before anything is built, a variant that needs data to calibrate or train on and has none:
+        evaluation data is never used for that unless evaluation.split.calibrationFraction says so."""
+        allow = "or evaluation.split.calibrationFraction > 0 to let that share of the evaluation rows do it (recorded)"
+        for variant in self.config.variants:
+            quantize = variant.quantize
+            if quantize is not None and quantize.mode == "static" and calibration is None and not (
+                quantize.calibration is not None and quantize.calibration.dataset is not None
+            ):
+                raise OptimizeError(
+                    errors.CONFIG_INVALID,
+                    f"variant {variant.name!r} (static int8) needs calibration data and the config gives none: set "
+                    f"quantize.calibration.dataset, calibration.dataset or training, {allow}",
+                )
+            own = variant.prune.dataset if variant.prune is not None else variant.distill.dataset if variant.distill else None
+            if (variant.prune is not None or variant.distill is not None) and own is None and training is None:
+                field_name = "prune.dataset" if variant.prune is not None else "distill.dataset"
+                raise OptimizeError(
+                    errors.CONFIG_INVALID,
+                    f"variant {variant.name!r} ({variant.kind}) needs training data and the config gives none: set "
+                    f"{field_name}, training or calibration.dataset, {allow}",
+                )
+
+    def _roles_summary(self) -> str:
+        roles = self._roles
+        if roles is None:
+            return ""
+        text = f"{roles.held_out_rows} held-out, {roles.tuning_rows} tuning rows"
+        if roles.evaluation_used_for_training:
+            text += f", {roles.calibration_rows} evaluation rows calibrate/train (calibrationFraction)"
+        return text
+
+    @staticmethod
+    def _gate_summary(judged: list[VariantOutcome], rows: int) -> str:
+        passed = sum(1 for o in judged if o.gate is not None and o.gate.passed)
+        return f"{passed} of {len(judged)} variants pass on {rows} held-out rows"
+
+    def _failed(self, outcome: VariantOutcome, error: BaseException, name: str) -> None:
+        problem = error if isinstance(error, OptimizeError) else OptimizeError(
+            errors.VARIANT_FAILED, f"variant {name!r} failed: {type(error).__name__}: {error}"
+        )
+        outcome.error = problem
+        outcome.path = None
+        outcome.gate = GateVerdict(passed=False, reason=problem.message, deployable=False)
 
     # ----------------------------------------------------------------------------------------------
     # Reuse by content (optimodel_jobs/reuse.py)
@@ -600,8 +759,10 @@ class Pipeline:
 
     def _build(
         self, variant: VariantSpec, outcome: VariantOutcome, parent: VariantOutcome, pool: PoolSpec, source: Source,
-        evaluation: Dataset, calibration: Dataset, training: Dataset, metric: Metric,
+        calibration: Dataset | None, training: Dataset | None, metric: Metric,
     ) -> None:
+        """Build one variant. The held-out rows are not passed in: no build step calibrates, trains, prunes or
+        judges on them (the fallback judges on the tuning rows, :meth:`_judge` with ``self._tuning_ref``)."""
         work = self._variant_dir(variant.name)
         level = graphopt.level_for(pool.execution_provider)
         assert parent.raw_path is not None
@@ -622,22 +783,22 @@ class Pipeline:
                 data = bind(read_table(variant.quantize.calibration.dataset.uri), variant.quantize.calibration.dataset,
                             source.inputs, need_labels=False)
 
-            def judge(candidate: Path) -> tuple[bool, str, float]:
-                probe = VariantOutcome(variant.name, variant.kind, None, outcome.provider, path=candidate)
-                assert self._source_ref is not None
-                self._evaluate(probe, metric, evaluation, self._source_ref, threads,
-                               with_override(self.config.evaluation, variant.gate))
-                assert probe.gate is not None and probe.metric is not None
-                return probe.gate.passed, probe.gate.reason, probe.metric
+            assert data is not None  # _require_data refused the config otherwise
 
+            def judge(candidate: Path) -> tuple[bool, str, float]:
+                # The fallback's search looks at the tuning rows only; the held-out verdict comes after every round.
+                assert self._tuning_ref is not None
+                found = self._judge(candidate, metric, self._tuning_ref, threads, with_override(self.config.evaluation, variant.gate))
+                return found.verdict.passed, found.verdict.reason, found.metric
+
+            parent_gate = parent.tuning_gate or parent.gate
             outcome_fb = quantize_static_with_fallback(
                 start_from, work, variant.quantize, calibration_spec, data, bool(self.has_vnni), threads,
                 finish=lambda qdq, out: graphopt.bake(qdq, out, level), judge=judge,
-                parent_passed=parent.gate is None or parent.gate.passed,
+                parent_passed=parent_gate is None or parent_gate.passed,
             )
             outcome.details = outcome_fb.details
-            if data is evaluation:
-                outcome.details["calibration_data"] = "evaluation data (no calibration or training dataset given)"
+            outcome.details["fallback"]["judged_on"] = f"tuning rows ({len(self._tuning_ref.data) if self._tuning_ref else 0})"
             outcome.raw_path = work / f"qdq-{outcome_fb.details['fallback']['rounds']}.onnx"
             outcome.path = outcome_fb.path
         elif variant.convert is not None:
@@ -647,7 +808,7 @@ class Pipeline:
             outcome.details = convert(start_from, raw, variant.convert)
             outcome.raw_path, outcome.path = raw, graphopt.bake(raw, work / "model.onnx", "basic")
         elif variant.prune is not None or variant.distill is not None:
-            self._build_torch(variant, outcome, parent, source, evaluation, training, work, level)
+            self._build_torch(variant, outcome, parent, source, training, work, level)
         else:
             outcome.raw_path = start_from
             outcome.path = graphopt.bake(start_from, work / "model.onnx", level)
@@ -656,7 +817,7 @@ class Pipeline:
 
     def _build_torch(
         self, variant: VariantSpec, outcome: VariantOutcome, parent: VariantOutcome, source: Source,
-        evaluation: Dataset, training: Dataset, work: Path, level: graphopt.Level,
+        training: Dataset | None, work: Path, level: graphopt.Level,
     ) -> None:
         import torch
 
@@ -675,6 +836,7 @@ class Pipeline:
         own = (variant.prune.dataset if variant.prune is not None else variant.distill.dataset if variant.distill else None)
         if own is not None:
             training = bind(read_table(own.uri), own, source.inputs, need_labels=False)
+        assert training is not None  # _require_data refused the config otherwise
         inputs = [training.inputs[n] for n in input_names]
         torch.manual_seed(self.config.seed)
         if variant.prune is not None:
@@ -737,7 +899,7 @@ class Pipeline:
                 temperature=spec_d.temperature, batch_size=spec_d.batch_size, labels=training.labels,
                 alpha=spec_d.alpha, seed=self.config.seed,
             )
-        example = {n: evaluation.inputs[n][:2] for n in input_names}
+        example = {n: training.inputs[n][:2] for n in input_names}  # the export traces with two training rows
         raw = export_module(student, example, [t.name for t in source.outputs], work / "exported.onnx")
         outcome.module = student
         outcome.raw_path, outcome.path = raw, graphopt.bake(raw, work / "model.onnx", level)
@@ -761,19 +923,40 @@ class Pipeline:
                 f"understands: {error}",
             ) from None
 
+    def _judge(self, path: Path, metric: Metric, reference: Reference, threads: int, spec: EvaluationSpec) -> Judged:
+        """One model on one set of rows against the source on the same rows: metric, agreement, drop, slices, verdict."""
+        data = reference.data
+        outputs = predict(path, data, threads)
+        finite = bool(np.all(np.isfinite(outputs)))
+        task = self.config.task
+        value = score(metric, outputs, data.labels, reference.outputs, task) if finite else float("nan")
+        agreed = agreement(outputs, reference.outputs, task) if finite else 0.0
+        higher = metric.higher_is_better if spec.higher_is_better is None else spec.higher_is_better
+        drop = metric_drop(reference.metric, value, higher, spec.max_drop_mode) if finite else None
+        slices = slice_check(spec.slices, metric, task, higher, outputs, reference.outputs, data.labels, data.slices) if finite else None
+        verdict = decide(spec, metric, reference.metric, value, agreed, finite, slices)
+        return Judged(outputs, value, agreed, drop, verdict)
+
+    def _tune(self, outcome: VariantOutcome, metric: Metric, threads: int, spec: EvaluationSpec) -> None:
+        """The variant on the tuning rows: recorded, and what chained fallbacks and auto's tie-break look at."""
+        assert outcome.path is not None and self._tuning_ref is not None
+        found = self._judge(outcome.path, metric, self._tuning_ref, threads, spec)
+        outcome.tuning_gate, outcome.tuning_drop = found.verdict, found.drop
+        outcome.details["tuning"] = {"rows": len(self._tuning_ref.data), "metric": found.metric, "drop": found.drop,
+                                     "passed": found.verdict.passed}
+
     def _evaluate(
         self, outcome: VariantOutcome, metric: Metric, evaluation: Dataset, source_outcome: VariantOutcome, threads: int,
         spec: EvaluationSpec,
     ) -> None:
+        """The gate's verdict on the held-out rows (``evaluation``): once per variant, after every choice."""
         assert outcome.path is not None and source_outcome.outputs is not None and source_outcome.metric is not None
-        outputs = predict(outcome.path, evaluation, threads)
-        finite = bool(np.all(np.isfinite(outputs)))
-        outcome.outputs = outputs
-        outcome.metric = score(metric, outputs, evaluation.labels, source_outcome.outputs, self.config.task) if finite else float("nan")
-        outcome.agreement = agreement(outputs, source_outcome.outputs, self.config.task) if finite else 0.0
-        higher = metric.higher_is_better if spec.higher_is_better is None else spec.higher_is_better
-        outcome.drop = metric_drop(source_outcome.metric, outcome.metric, higher, spec.max_drop_mode) if finite else None
-        outcome.gate = decide(spec, metric, source_outcome.metric, outcome.metric, outcome.agreement, finite)
+        found = self._judge(outcome.path, metric, Reference(evaluation, source_outcome.outputs, source_outcome.metric), threads, spec)
+        outcome.outputs = found.outputs
+        outcome.metric = found.metric
+        outcome.agreement = found.agreement
+        outcome.drop = found.drop
+        outcome.gate = found.verdict
         outcome.size_bytes = outcome.path.stat().st_size
         outcome.parameters = onnx_parameter_count(outcome.path)
 
@@ -866,6 +1049,9 @@ class Pipeline:
                     "variant": outcome.metric,
                     "drop": outcome.drop,
                     "max_drop_mode": self.config.evaluation.max_drop_mode,
+                    # metric/drop/agreement above are on the held-out rows; this one is what auto's tie-break saw.
+                    "tuning_drop": outcome.tuning_drop,
+                    "evaluated_on": "held_out",
                     "agreement": outcome.agreement,
                     "latency": {str(b): s.as_dict() for b, s in outcome.latency.items()},
                     # The source as timed in the same interleaved rounds as this variant: the pairs `auto` compares.
@@ -885,6 +1071,7 @@ class Pipeline:
                 execution_provider=outcome.provider.providers[0] if outcome.provider.fallback is None
                 else PROVIDER_NAMES[outcome.provider.requested],
                 drift_reference=references.get(outcome.name),
+                data_roles=result.data_roles,
                 details={"kind": outcome.kind, "pool": outcome.pool, **_jsonable(outcome.details)},
             )
             try:

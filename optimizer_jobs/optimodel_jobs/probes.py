@@ -58,6 +58,8 @@ def targets(config: OptimizeConfig) -> list[Target]:
     """Pure: every location the config names, inputs first, each once (the first field that names it)."""
     found: list[Target] = [Target("source.uri", config.source.uri, "source")]
     found.append(Target("evaluation.dataset", config.evaluation.dataset.uri, "dataset"))
+    if config.evaluation.tuning_dataset is not None:
+        found.append(Target("evaluation.tuningDataset", config.evaluation.tuning_dataset.uri, "dataset"))
     if config.calibration is not None and config.calibration.dataset is not None:
         found.append(Target("calibration.dataset", config.calibration.dataset.uri, "dataset"))
     if config.training is not None:

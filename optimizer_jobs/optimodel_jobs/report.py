@@ -137,6 +137,37 @@ def speedup_text(outcome: VariantOutcome, source: VariantOutcome, batch: int) ->
     return f"{found.estimate:.2f}x" + (f" [{found.low:.2f}-{found.high:.2f}]" if found.low is not None and found.high is not None else "")
 
 
+def worst_slice_text(outcome: VariantOutcome) -> str:
+    """Pure: ``class=3 -0.0410 on 88 rows (budget 0.05)``, or why there is none."""
+    gate = outcome.gate
+    if gate is None or outcome.name == "source":
+        return ""
+    if gate.worst_slice is None:
+        return f"none judged ({gate.slices_too_small} too small)" if gate.slices_too_small else ""
+    worst = gate.worst_slice
+    small = f"; {gate.slices_too_small} too small" if gate.slices_too_small else ""
+    return f"{worst.name} {-worst.drop:+.4f} on {worst.size} rows (budget {worst.max_drop}){small}"
+
+
+def data_roles_html(result: RunResult) -> str:
+    """Pure: which rows played which role, and which role decided what."""
+    roles = result.data_roles
+    if roles is None:
+        return ""
+    warning = (f"<p><b>{roles.calibration_rows} evaluation rows calibrate/train</b> here, as the spec allows "
+               "(evaluation.split.calibrationFraction); they are neither tuning nor held-out rows.</p>"
+               if roles.evaluation_used_for_training else "")
+    decided = ", ".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in roles.decided_on.items())
+    return (
+        "<h2>Data roles</h2><p>"
+        f"Held-out rows (the gate's verdict and every figure above): {roles.held_out_rows}; tuning rows (the "
+        f"fallback's rounds, auto's tie-break): {roles.tuning_rows} ({html.escape(roles.tuning_uri)}); split: "
+        f"{html.escape(roles.method)}, seed {roles.seed}. Calibration: {html.escape(roles.calibration_source)} "
+        f"({roles.calibration_rows} rows); training: {html.escape(roles.training_source)}. Decided on: {decided}.</p>"
+        + warning
+    )
+
+
 def table_rows(result: RunResult) -> list[dict[str, Any]]:
     """Pure: one row per model for the terminal table and the HTML report."""
     batch = min(result.config.latency.batch_sizes)
@@ -161,6 +192,7 @@ def table_rows(result: RunResult) -> list[dict[str, Any]]:
                 "gate": "source" if outcome.name == "source" else (
                     "error" if outcome.error else ("PASS" if outcome.gate and outcome.gate.passed else "FAIL")
                 ),
+                "worst slice": worst_slice_text(outcome),
                 "reason": "" if outcome.gate is None else outcome.gate.reason,
             }
         )
@@ -191,9 +223,13 @@ def write_report(result: RunResult, target: Path) -> Path:
 padding:4px 8px;font-size:13px}}tr.fail td,tr.error td{{background:#fdd}}tr.pass td{{background:#dfd}}</style></head>
 <body><h1>{html.escape(result.config.name)}</h1>
 <p>Gate: {html.escape(result.metric.name)}, maxDrop {evaluation.max_drop} ({evaluation.max_drop_mode}),
-minAgreement {"-" if evaluation.min_agreement is None else evaluation.min_agreement}. Latency: p50/p99 at batch {min(result.config.latency.batch_sizes)},
+minAgreement {"-" if evaluation.min_agreement is None else evaluation.min_agreement}; each slice (per class:
+{str(evaluation.slices.per_class).lower()}; columns: {html.escape(", ".join(evaluation.slices.columns) or "none")}) within
+slices.maxDrop {evaluation.slices.max_drop} ({evaluation.slices.max_drop_mode}) when it has at least {evaluation.slices.min_size} held-out rows;
+metric, drop and verdict on the held-out rows. Latency: p50/p99 at batch {min(result.config.latency.batch_sizes)},
 variants measured interleaved; speedup is the median over the rounds of the source's block median over the
 variant's in the same round, [its 90% interval]; <code>auto</code> serves a variant only when the interval is above 1.</p>
+{data_roles_html(result)}
 <h2>Chosen variant per pool</h2><ul>{pools}</ul>
 <img src="data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}" alt="accuracy vs latency">
 <h2>Variants</h2><table><tr>{header}</tr>{body}</table>

@@ -4,7 +4,7 @@ A variant's *build* (quantizing, converting, pruning, distilling, exporting) yie
 provider-specific graph optimizations are baked in. Its bytes are determined by the build key's
 material: the source's content (sha256) and its spec, the task and seed, the variant's own build spec
 and those of its ``from`` chain, the content (sha256) of every dataset the chain trains, calibrates or
-exports on, the static-int8 fallback's judge (evaluation data, gate, metric), the CPU's VNNI flag for
+exports on, the static-int8 fallback's judge (tuning data, gate, metric), the CPU's VNNI flag for
 int8 ``auto`` settings, the library versions, and the optimizer's own code. ``<store>/builds/<key>.json``
 (:class:`optimodel_contracts.runrecord.BuildRecord`) points at that model's blob; a later run with the
 same key (the next execution provider's Job, or an unchanged variant of an edited spec) fetches it,
@@ -83,10 +83,13 @@ def build_material(
         return {**spec.model_dump(mode="json", exclude={"uri"}), "sha256": digest(spec.uri)}
 
     calibration = config.calibration or CalibrationSpec()
-    # The pipeline's fall-backs (Pipeline._secondary / _training): calibration <- training <- evaluation.
-    calibration_default = calibration.dataset or config.training or config.evaluation.dataset
-    training_default = config.training or calibration.dataset or config.evaluation.dataset
     evaluation = data(config.evaluation.dataset)
+    split = config.evaluation.split.model_dump(mode="json")
+    # The pipeline's fall-backs (Pipeline._secondary / _training): calibration <- training <- the evaluation
+    # rows of calibrationFraction (only when the spec allows it), and training <- calibration <- those rows.
+    allowed = {"evaluation": evaluation, "split": split} if config.evaluation.split.calibration_fraction > 0 else None
+    calibration_default = data(calibration.dataset or config.training) or allowed
+    training_default = data(config.training or calibration.dataset) or allowed
     steps = []
     for step in chain_of(config, variant):
         entry: dict[str, Any] = {"spec": step.model_dump(mode="json", exclude={"name", "pool", "gate", "from_"})}
@@ -95,15 +98,16 @@ def build_material(
             if step.quantize.mode == "static":
                 own = step.quantize.calibration.dataset if step.quantize.calibration else None
                 entry["calibration"] = (step.quantize.calibration or calibration).model_dump(mode="json", exclude={"dataset"})
-                entry["data"] = data(own or calibration_default)
-                # The accuracy-aware fallback judges candidates on the evaluation data with the variant's gate.
+                entry["data"] = data(own) or calibration_default
+                # The accuracy-aware fallback judges candidates on the tuning rows with the variant's gate: the
+                # tuning dataset, or the evaluation rows the split gives to tuning (its settings are in "settings").
                 gate = step.gate.model_dump(mode="json") if step.gate else None
-                entry["judge"] = {"evaluation": evaluation, "gate": gate,
+                entry["judge"] = {"evaluation": evaluation, "tuning": data(config.evaluation.tuning_dataset), "gate": gate,
                                   "settings": config.evaluation.model_dump(mode="json", exclude={"dataset"}),
                                   "task": config.task}
         elif step.prune is not None or step.distill is not None:
             own = step.prune.dataset if step.prune is not None else step.distill.dataset  # type: ignore[union-attr]
-            entry["data"] = data(own or training_default)
+            entry["data"] = data(own) or training_default
             entry["export_examples"] = evaluation
             teacher = step.distill.teacher if step.distill is not None else None
             if teacher is not None:

@@ -130,7 +130,9 @@ def test_csv_and_parquet_through_fsspec(mlp: Any, tmp_path: Path) -> None:
         frame.to_csv(handle, index=False)
     frame.to_parquet(tmp_path / "eval.parquet")
     for uri in ("memory://optimizer-test/eval.csv", f"file://{tmp_path}/eval.parquet"):
-        result = run(parse_config(_config(mlp, tmp_path, evaluation={"dataset": uri}, variants=[])))
+        # A tuning dataset of its own: every row of the table is held out, so the score is the whole file's.
+        evaluation = {"dataset": uri, "tuningDataset": str(mlp.calibration)}
+        result = run(parse_config(_config(mlp, tmp_path, evaluation=evaluation, variants=[])))
         assert result.source.metric == pytest.approx(float(mlp.meta["torch_eval_accuracy"]), abs=1e-6)
 
 
@@ -145,7 +147,7 @@ def test_config_problems_name_the_field(mlp: Any, tmp_path: Path) -> None:
 
 def test_pruning_an_onnx_source_fails_that_variant_only(mlp: Any, tmp_path: Path) -> None:
     variants = [{"name": "pruned", "prune": {"amount": 0.5}}, {"name": "int8", "quantize": {"mode": "dynamic"}}]
-    result = run(parse_config(_config(mlp, tmp_path, variants=variants)))
+    result = run(parse_config(_config(mlp, tmp_path, variants=variants, training=str(mlp.train))))
     pruned, int8 = result.variants
     assert pruned.error is not None and pruned.error.reason == errors.TORCH_SOURCE_REQUIRED
     assert pruned.gate is not None and not pruned.gate.deployable
@@ -219,5 +221,6 @@ def test_torchscript_and_exported_program_sources(mlp: Any, tmp_path: Path) -> N
         {"uri": str(tmp_path / "model.ts"), "format": "torch"},  # the operator API's "torch" = TorchScript
         {"uri": str(tmp_path / "model.pt2"), "format": "exported_program"},
     ):
-        result = run(parse_config(_config(mlp, tmp_path, source=source, variants=[])))
+        whole = {"dataset": str(mlp.evaluation), "tuningDataset": str(mlp.calibration)}  # every evaluation row held out
+        result = run(parse_config(_config(mlp, tmp_path, source=source, variants=[], evaluation=whole)))
         assert result.source.metric == pytest.approx(float(mlp.meta["torch_eval_accuracy"]), abs=1e-6), source

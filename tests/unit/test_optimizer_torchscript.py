@@ -129,7 +129,10 @@ def _run(model: Any, archive: Path, tmp: Path, variants: list[dict[str, Any]]) -
 @pytest.mark.parametrize("how", ["trace", "script"])
 def test_torchscript_mlp_is_pruned_and_passes_the_gate(tmp_path: Path, how: str) -> None:
     model, archive = _publish(tmp_path, how)
-    pruned_spec = {"amount": 0.3, "fineTuneEpochs": 3, "dataset": f"file://{model.train}"}
+    # The demo's recipe with a faster fine-tune (lr, a Job-only knob): at the default lr the pruned MLP loses 2-3 of
+    # the ~40 held-out rows of one digit, which the per-class slice check (5 points) refuses; this test is about
+    # pruning a TorchScript source, the slice check has its own tests (test_optimizer_data_roles.py).
+    pruned_spec = {"amount": 0.3, "fineTuneEpochs": 3, "lr": 0.002, "dataset": f"file://{model.train}"}
     result = _run(model, archive, tmp_path, [{"name": "pruned", "prune": pruned_spec},
                                              {"name": "pruned-int8", "from": "pruned", "quantize": {"mode": "dynamic"}}])
     pruned = result.variants[0]
@@ -152,7 +155,7 @@ def test_torchscript_that_cannot_be_rebuilt_fails_that_variant_with_the_reason(t
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(64, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 10))
     model, archive = _publish(tmp_path, "script", module)
-    result = _run(model, archive, tmp_path, [{"name": "pruned", "prune": {"amount": 0.3, "fineTuneEpochs": 0}},
+    result = _run(model, archive, tmp_path, [{"name": "pruned", "prune": {"amount": 0.3, "fineTuneEpochs": 0, "dataset": f"file://{model.train}"}},
                                              {"name": "int8", "quantize": {"mode": "dynamic"}}])
     pruned, int8 = result.variants
     assert pruned.error is not None and pruned.error.reason == "VariantFailed"

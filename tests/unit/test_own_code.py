@@ -51,7 +51,8 @@ def _project(folder: Path, module: str = "mymodels", code_in: Path | None = None
     net = torch.nn.Sequential(torch.nn.Linear(30, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     torch.save(net.state_dict(), folder / "mlp.pt")
     rng = np.random.default_rng(0)
-    np.savez(folder / "eval.npz", x=rng.normal(size=(120, 30)).astype(np.float32), label=rng.integers(0, 2, 120))
+    # 200 rows: minSamples (100) counts the held-out rows, about 70% of them (evaluation.split's default).
+    np.savez(folder / "eval.npz", x=rng.normal(size=(200, 30)).astype(np.float32), label=rng.integers(0, 2, 200))
     config = {
         "name": "own-code",
         "source": {"uri": str(folder / "mlp.pt"), "format": "state_dict", "factory": f"{module}:build_mlp", **source},
@@ -222,6 +223,10 @@ def test_an_edited_factory_module_is_built_again_not_reused(tmp_path: Path) -> N
     config = _project(tmp_path / "project")
     raw = yaml.safe_load(config.read_text())
     raw["variants"] = [{"name": "small", "distill": {"student": {"hidden": 8}, "epochs": 2}}]
+    # A distilled student trains on training data; evaluation data never trains (issue 13).
+    rng = np.random.default_rng(1)
+    np.savez(config.parent / "train.npz", x=rng.normal(size=(120, 30)).astype(np.float32), label=rng.integers(0, 2, 120))
+    raw["training"] = str(config.parent / "train.npz")
     config.write_text(yaml.safe_dump(raw))
 
     def reused() -> bool:
