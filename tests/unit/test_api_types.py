@@ -179,3 +179,37 @@ def test_import_linter_contract_is_kept() -> None:
     out = subprocess.run([str(lint)], cwd=repo, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "API types, CRD generation, planner and builders stay pure" in out.stdout
+
+
+def test_split_and_slices_defaults_and_wire_names() -> None:
+    # The contract's defaults (issue 13); test_contracts_mapping checks the Job config has the same ones.
+    raw = base_manifest()["spec"]
+    assert parse_spec(raw).evaluation.split is None and parse_spec(raw).evaluation.slices is None
+    raw["evaluation"].update(tuningDataset="s3://data/m/tune.parquet", split={}, slices={"columns": ["region"]})
+    spec = parse_spec(raw)
+    split, slices = spec.evaluation.split, spec.evaluation.slices
+    assert split is not None and (split.seed, split.tuning_fraction, split.calibration_fraction) == (0, 0.3, 0.0)
+    assert slices is not None
+    assert (slices.per_class, slices.columns, slices.max_drop, slices.max_drop_mode.value, slices.min_size) == (
+        True, ["region"], 0.05, "absolute", 30)
+    wire = spec.to_wire()["evaluation"]
+    assert wire["tuningDataset"] == "s3://data/m/tune.parquet"
+    assert set(wire["split"]) == {"seed", "tuningFraction", "calibrationFraction"}
+    assert set(wire["slices"]) == {"perClass", "columns", "maxDrop", "maxDropMode", "minSize"}
+    assert parse_spec(spec.to_wire()) == spec
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [
+        ({"split": {"tuningFraction": 0.5, "calibrationFraction": 0.5}}, "must be below 1"),
+        ({"slices": {"columns": ["a", "a"]}}, "must not name a column twice"),
+        ({"slices": {"maxDropMode": "relative", "maxDrop": 1.5}}, "slices.maxDrop must be at most 1"),
+        ({"tuningDataset": "s3://data/m/eval.parquet"}, "must differ from evaluation.dataset"),
+    ],
+)
+def test_split_and_slices_refusals_say_why(evaluation: dict, message: str) -> None:
+    raw = base_manifest()["spec"]
+    raw["evaluation"].update(evaluation)
+    with pytest.raises(ValidationError, match=message):
+        parse_spec(raw)

@@ -215,3 +215,47 @@ def test_defaults_applied_before_cel() -> None:
     defaulted = _default(copy.deepcopy(manifest["spec"]), schema)
     assert defaulted["rollout"]["steps"] == [10, 25, 50, 100]
     assert defaulted["rollout"]["noData"] == "hold"
+
+
+@pytest.mark.parametrize(
+    ("split", "accepted"),
+    [
+        ({}, True),  # the defaults (0.3 tuning, 0 calibration) leave 70% held out
+        ({"tuningFraction": 0.7, "calibrationFraction": 0.29}, True),
+        ({"tuningFraction": 0.7, "calibrationFraction": 0.3}, False),  # nothing left held out
+        ({"tuningFraction": 0.99}, True),
+        ({"calibrationFraction": 0.7}, False),  # with the default 0.3 tuning: the default counts
+        ({"seed": 2_147_483_647}, True),
+    ],
+)
+def test_split_rule(split: dict[str, Any], accepted: bool) -> None:
+    manifest = base_manifest()
+    manifest["spec"]["evaluation"]["split"] = split
+    assert (api_server_errors(manifest) == []) is accepted
+    assert judge_spec(manifest["spec"], PlannerConfig()).valid is accepted
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "accepted"),
+    [
+        ({"slices": {"maxDropMode": "relative", "maxDrop": 1.0}}, True),
+        ({"slices": {"maxDropMode": "relative", "maxDrop": 1.01}}, False),
+        ({"slices": {"maxDrop": 3}}, True),  # absolute: in the metric's units (e.g. an mae)
+        ({"slices": {"columns": ["region", "device"]}}, True),
+        ({"slices": {"columns": ["region", "device", "region"]}}, False),
+        ({"tuningDataset": "s3://data/m/tune.parquet"}, True),
+        ({"tuningDataset": "s3://data/m/eval.parquet"}, False),  # the held-out data itself
+    ],
+)
+def test_slices_and_tuning_dataset_rules(evaluation: dict[str, Any], accepted: bool) -> None:
+    manifest = base_manifest()
+    manifest["spec"]["evaluation"].update(evaluation)
+    assert (api_server_errors(manifest) == []) is accepted
+    assert judge_spec(manifest["spec"], PlannerConfig()).valid is accepted
+
+
+def test_split_and_slices_stay_unset_unless_given() -> None:
+    # No CRD default for the objects themselves: absent, the Job config's own defaults apply (one source).
+    schema = openapi_schema()["properties"]["spec"]
+    defaulted = _default(copy.deepcopy(base_manifest()["spec"]), schema)
+    assert "split" not in defaulted["evaluation"] and "slices" not in defaulted["evaluation"]
