@@ -395,8 +395,6 @@ class Pipeline:
         with self.step("read datasets"):
             evaluation_spec = config.evaluation
             raw_full = read_table(evaluation_spec.dataset.uri)
-            # Roles are drawn from the whole row (label and slice columns included), before anything is bound.
-            roles = assign_roles(raw_full, evaluation_spec.split, tuning_given=evaluation_spec.tuning_dataset is not None)
             raw_eval, slice_values = split_off_columns(raw_full, evaluation_spec.slices.columns, "evaluation.slices.columns")
             if metric.needs_labels:
                 require_label(raw_eval, evaluation_spec.dataset)  # before a torch export takes it for an input
@@ -426,7 +424,9 @@ class Pipeline:
             check_declared_inputs(config.source, source.inputs)
         with self.step("bind datasets", lambda: self._roles_summary()):
             whole = bind(raw_eval, evaluation_spec.dataset, source.inputs, need_labels=metric.needs_labels, slices=slice_values)
-            roles = roles[: len(whole)]  # dataset.samples keeps the first rows; their roles stay theirs
+            # Each row's role from a hash of the row as bound (inputs, label, slice columns): the same rows get the
+            # same roles whatever the file's format or order.
+            roles = assign_roles(whole, evaluation_spec.split, tuning_given=evaluation_spec.tuning_dataset is not None)
             evaluation = subset(whole, roles == HELD_OUT, whole.uri)
             if len(evaluation) < evaluation_spec.min_samples:
                 raise OptimizeError(

@@ -15,7 +15,7 @@ from optimodel_contracts.artifacts import ArtifactManifest, GateVerdict, read_ma
 from optimodel_contracts.jobconfig import EvaluationSpec, SplitSpec, parse_config
 from optimodel_contracts.runrecord import RunRecord
 from optimodel_jobs import errors
-from optimodel_jobs.datasets import RawTable, read_table
+from optimodel_jobs.datasets import Dataset
 from optimodel_jobs.errors import OptimizeError
 from optimodel_jobs.gate import METRICS, decide, slice_check
 from optimodel_jobs.pipeline import run
@@ -47,18 +47,18 @@ def test_the_split_is_a_hash_of_each_row_whatever_the_order_and_duplicates_share
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 8)).astype(np.float32)
     labels = rng.integers(0, 3, 2000)
-    table = RawTable("t.npz", {"x": x, "label": labels}, tabular=False)
+    table = Dataset("t.npz", {"x": x}, labels)
     roles = assign_roles(table, SplitSpec(seed=0, tuning_fraction=0.3), tuning_given=False)
     assert set(np.unique(roles)) == {HELD_OUT, TUNING}
     assert 0.25 < float(np.mean(roles == TUNING)) < 0.35  # about tuningFraction
     again = assign_roles(table, SplitSpec(seed=0, tuning_fraction=0.3), tuning_given=False)
     assert np.array_equal(roles, again)  # deterministic
     order = rng.permutation(2000)
-    shuffled = assign_roles(RawTable("t.npz", {"x": x[order], "label": labels[order]}, False), SplitSpec(), False)
-    assert np.array_equal(shuffled, roles[order])  # a row's role is its own, not its position's
+    shuffled = assign_roles(Dataset("t.csv", {"x": x[order]}, labels[order].astype(np.float64)), SplitSpec(), False)
+    assert np.array_equal(shuffled, roles[order])  # a row's role is its own, not its position's or its file's
     other_seed = assign_roles(table, SplitSpec(seed=1), False)
     assert not np.array_equal(other_seed, roles)
-    doubled = RawTable("t.npz", {"x": np.concatenate([x, x]), "label": np.concatenate([labels, labels])}, False)
+    doubled = Dataset("t.npz", {"x": np.concatenate([x, x])}, np.concatenate([labels, labels]))
     twice = assign_roles(doubled, SplitSpec(), False)
     assert np.array_equal(twice[:2000], twice[2000:])  # a duplicate of a held-out row is held out too
     three = assign_roles(table, SplitSpec(tuning_fraction=0.3, calibration_fraction=0.2), False)
@@ -200,9 +200,9 @@ def test_static_int8_fallback_is_forced_and_held_out_rows_never_reach_the_tuning
     result = run(parse_config(_fallback_config(mlp, tmp_path, calibration)))
 
     # The roles, recomputed here from the file and the spec (not from the pipeline's own split).
-    raw = read_table(str(mlp.evaluation))
-    roles = assign_roles(raw, SplitSpec(), tuning_given=False)
-    held_out, tuning = _rows(raw.arrays["x"][roles == HELD_OUT]), _rows(raw.arrays["x"][roles == TUNING])
+    raw = np.load(mlp.evaluation)
+    roles = assign_roles(Dataset("e", {"x": raw["x"].astype(np.float32)}, raw["label"]), SplitSpec(), tuning_given=False)
+    held_out, tuning = _rows(raw["x"][roles == HELD_OUT]), _rows(raw["x"][roles == TUNING])
     assert held_out and tuning and not held_out & tuning
 
     outcome = result.variants[0]
