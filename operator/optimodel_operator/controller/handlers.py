@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
 from optimodel_operator.controller import analysis, kube, metrics, store
+from optimodel_operator.controller.quiet import HeldStatus, routine
 from optimodel_operator.controller.settings import planner_config, prometheus_timeout_s, prometheus_url
 from optimodel_operator.controller.wakeups import RETRY_AFTER_ERROR_S, Wakeups
 from optimodel_operator.planner.naming import LABEL_MANAGED_BY, MANAGED_BY
@@ -89,8 +90,11 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             _wakeups.cancel(namespace, name)
             metrics.MODELS.forget(namespace, name)
+            _held.forget((namespace, name))
             return reconcile(ResourceView.from_body(body), _now(), planner_config())
-        view = ResourceView.from_body(fresh)
+        # Planned from the status as last decided: stored, plus the guard's routine records held in memory.
+        current = _held.view((namespace, name), fresh)
+        view = ResourceView.from_body(current)
         config = planner_config()
         verdict = judge_spec(view.spec, config)
         plans = job_plans(verdict.spec, view.name, effective_store(verdict.spec, config.default_artifacts_uri)) \
@@ -104,8 +108,11 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
                         result.assessment.verdict.value, result.assessment.reason)
             decision = reconcile(view, result.time, config, dataclasses.replace(observed, analysis=result))
         changes = kube.apply_actions(api, namespace, decision.actions)
-        if decision.status_patch:
-            kube.patch_status(api, namespace, name, decision.status_patch)
+        if routine(current.get("status") or {}, decision.status_patch, analysed, decision.events, changes):
+            assert decision.status_patch is not None
+            _held.hold((namespace, name), fresh["metadata"].get("resourceVersion", ""), decision.status_patch)
+        elif decision.status_patch:
+            kube.patch_status(api, namespace, name, _held.with_held((namespace, name), decision.status_patch))
         # The operator's metrics come from the status just decided (the whole of it, written or unchanged).
         metrics.MODELS.observe(namespace, name, fresh.get("spec") or {}, decision.status)
         for verb, kind, child in changes:
@@ -133,6 +140,8 @@ def _wake(namespace: str, name: str) -> None:
 
 
 # The rollout's clock: each reconcile says when the next analysis is due, and this wakes the model then.
+# Routine guard records of promoted revisions, held rather than written (controller/quiet.py).
+_held = HeldStatus()
 _wakeups = Wakeups(_wake)
 
 

@@ -7,6 +7,7 @@ moment resumes from what is stored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -218,6 +219,17 @@ def _resource(clients: Clients, obj: Mapping[str, Any]) -> Any:
     return clients.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
 
 
+# What this process last applied to each child and the resourceVersion the API server answered with. While a
+# child still has that version (nothing, not even its status, changed it since) and the planner wants the same
+# body, a server-side apply would be a no-op, and is not sent: every reconcile applies every child, and a steady
+# state must write nothing. Forgotten on restart (the first reconcile applies once), and when a child is gone.
+_applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+
+
+def _digest(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tuple[str, str, str]]:
     """Create, apply, delete; returns (verb, kind, name) for each change actually made (for events)."""
     done: list[tuple[str, str, str]] = []
@@ -231,14 +243,20 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
     for obj in actions.apply:
         resource = _resource(clients, obj)
         name = obj["metadata"]["name"]
+        key = (obj["apiVersion"], obj["kind"], namespace, name)
         try:
             before = resource.get(name=name, namespace=namespace).metadata.resourceVersion
         except ApiException as error:
             if error.status != 404:
                 raise
             before = None
+            _applied.pop(key, None)
+        digest = _digest(obj)
+        if before is not None and _applied.get(key) == (digest, before):
+            continue  # the same body onto the same object version: the apply would change nothing
         after = resource.server_side_apply(body=obj, name=name, namespace=namespace, field_manager=FIELD_MANAGER,
                                            force_conflicts=True).metadata.resourceVersion
+        _applied[key] = (digest, after)
         if before is None:
             done.append(("Created", obj["kind"], name))
         elif before != after:
@@ -254,6 +272,7 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
         done += set_route_weights(clients, namespace, weights)
     for kind, name in actions.delete:
         api_version = "apps/v1" if kind == "Deployment" else "v1"
+        _applied.pop((api_version, kind, namespace, name), None)
         try:
             clients.dynamic.resources.get(api_version=api_version, kind=kind).delete(
                 name=name, namespace=namespace, body={"propagationPolicy": "Background"})
