@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from . import cgroups, network, records, runtime
 from .config import NodeAgentConfig, NodeSpec
 from .kubeapi import ApiError, KubeApi, pod_path
@@ -333,7 +335,7 @@ class PodWorker(threading.Thread):
             materialize_volumes(self.pod, self.dir, self.context.state_dir, ApiObjectSource(self.context.api),
                                 self._request_token, self.node.capacity, only_tokens=True)
             log.info("%s/%s: refreshed service account tokens", self.namespace, self.pod_name)
-        except (PlanError, OSError, ApiError) as error:
+        except (PlanError, OSError, ApiError, httpx.HTTPError) as error:
             log.warning("%s/%s: token refresh failed (retrying): %s", self.namespace, self.pod_name, error)
         if self._token_refresh_at is None:  # the request failed: try again shortly
             self._token_refresh_at = time.time() + 10
@@ -501,7 +503,10 @@ class PodWorker(threading.Thread):
         except PlanError as error:
             self._waiting(container, error.reason, error.message)
             return
-        except (OSError, ApiError) as error:
+        except (OSError, ApiError, httpx.HTTPError) as error:
+            # The API server unreachable (restarting) while a ConfigMap, Secret or token is read: wait and try
+            # again next tick, as a kubelet does. Uncaught, it ended the pod's worker: the pod stayed "Running"
+            # with its container gone for good (seen with the operator restarting during an API server restart).
             self._waiting(container, "CreateContainerError", str(error))
             return
         if container.ever_ran():
