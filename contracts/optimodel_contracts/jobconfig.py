@@ -129,6 +129,13 @@ class SliceSpec(Spec):
     max_drop_mode: Literal["absolute", "relative"] = "absolute"
     min_size: int = Field(default=30, ge=1)
 
+    @model_validator(mode="after")
+    def _relative_budget_is_a_share(self) -> SliceSpec:
+        # The API refuses the same (a CEL rule); a Job config written by hand gets the same answer.
+        if self.max_drop_mode == "relative" and self.max_drop > 1:
+            raise ValueError(f"evaluation.slices.maxDrop ({self.max_drop}) must be at most 1 when maxDropMode is relative")
+        return self
+
 
 class EvaluationSpec(Budgets):
     """``dataset``: held out for the gate's verdict and the reported figures. Without ``tuningDataset`` it
@@ -146,6 +153,14 @@ class EvaluationSpec(Budgets):
     higher_is_better: bool | None = None
     min_agreement: float | None = Field(default=None, ge=0, le=1)
     min_samples: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _tuning_rows_are_not_the_held_out_ones(self) -> EvaluationSpec:
+        # Tuning on the rows that decide the verdict is what the split exists to prevent (the API refuses it too).
+        if self.tuning_dataset is not None and self.tuning_dataset.uri == self.dataset.uri:
+            raise ValueError(f"evaluation.tuningDataset must differ from evaluation.dataset ({self.dataset.uri}): "
+                             "the held-out rows would tune")
+        return self
 
 
 class CalibrationSpec(Spec):

@@ -152,6 +152,20 @@ def test_a_tie_in_size_goes_to_the_more_accurate_then_the_name() -> None:
     assert choose_auto(equal).variant == "y"
 
 
+def test_the_operators_tie_break_looks_at_the_tuning_drop_not_the_held_out_one() -> None:
+    # A tie in speed and size: the optimizer breaks it on the tuning rows; the operator, reading the manifests,
+    # must break it the same way. The held-out drops say the opposite here, so a choice made on them shows.
+    source = blocks(1.0)
+    pool = NodePool.model_validate({"name": "cpu"})
+    a = Measured(**{**_measured("a", blocks(0.5), source, 1000, drop=0.001).__dict__, "tuning_drop": 0.02})
+    b = Measured(**{**_measured("b", blocks(0.5), source, 1000, drop=0.02).__dict__, "tuning_drop": 0.001})
+    chosen = choose(pool, {"a": a, "b": b, SOURCE: _source(source)})
+    assert chosen.variant == "b", chosen.reason
+    # A manifest from before data roles has no tuning drop: its held-out drop is all there is.
+    old_a, old_b = (Measured(**{**m.__dict__, "tuning_drop": None}) for m in (a, b))
+    assert choose(pool, {"a": old_a, "b": old_b, SOURCE: _source(source)}).variant == "a"
+
+
 def test_a_clearly_faster_variant_is_chosen_over_a_smaller_slower_one() -> None:
     source = blocks(1.0)
     fast = Candidate("fast", {1: blocks(0.25)}, {1: source}, 400_000)

@@ -335,3 +335,14 @@ def test_manifests_written_before_data_roles_and_slices_still_load() -> None:
     manifest = ArtifactManifest.model_validate(old)
     assert manifest.data_roles is None and manifest.gate.worst_slice is None and manifest.gate.slices_judged == 0
     assert GateVerdict.model_validate(old["gate"]).slices_too_small == 0
+
+
+@pytest.mark.parametrize(("evaluation", "names"), [
+    ({"dataset": "e.npz", "tuningDataset": "e.npz"}, "evaluation.tuningDataset must differ"),
+    ({"dataset": "e.npz", "slices": {"maxDropMode": "relative", "maxDrop": 1.5}}, "evaluation.slices.maxDrop (1.5)"),
+    ({"dataset": "e.npz", "split": {"tuningFraction": 0.6, "calibrationFraction": 0.4}}, "evaluation.split.tuningFraction"),
+])
+def test_a_job_config_written_by_hand_is_refused_where_the_api_would_refuse_it(evaluation: dict, names: str) -> None:
+    with pytest.raises(OptimizeError) as refused:
+        parse_config({"source": {"uri": "m.onnx"}, "evaluation": evaluation, "pools": [{"name": "cpu"}]})
+    assert names in str(refused.value)

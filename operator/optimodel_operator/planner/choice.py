@@ -38,7 +38,10 @@ def candidate(m: Measured) -> Candidate:
         latency = {m.batch_size or 1: Timing(m.p50_ms)}
     if not source_latency and m.source_p50_ms is not None:
         source_latency = {m.batch_size or 1: Timing(m.source_p50_ms)}
-    return Candidate(m.variant, latency, source_latency, m.size_bytes, m.drop)
+    # auto's tie-break ("then the more accurate") is a selection: like the optimizer's, it looks at the tuning
+    # rows' drop; the held-out one only where an older manifest has no other.
+    drop = m.tuning_drop if m.tuning_drop is not None else m.drop
+    return Candidate(m.variant, latency, source_latency, m.size_bytes, drop)
 
 
 def _source(pool: NodePool, measured: Mapping[str, Measured], why: str) -> PoolChoice:

@@ -68,6 +68,9 @@ class Measured:
     metric: float | None = None
     source_metric: float | None = None
     drop: float | None = None
+    """Loss against the source on the held-out rows (the gate's, the one reported)."""
+    tuning_drop: float | None = None
+    """The same loss on the tuning rows: what a choice among variants may look at (None in older manifests)."""
     p50_ms: float | None = None
     p99_ms: float | None = None
     source_p50_ms: float | None = None
@@ -135,6 +138,7 @@ def measured_from_manifest(
         metric=metrics.get("variant"),
         source_metric=metrics.get("source"),
         drop=metrics.get("drop"),
+        tuning_drop=metrics.get("tuning_drop"),
         p50_ms=latency.get("p50_ms"),
         p99_ms=latency.get("p99_ms"),
         source_p50_ms=source_latency.get("p50_ms"),
