@@ -388,7 +388,7 @@ def combine(per_seed: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
             out[key] = all(values)
             spread[key] = values
         elif all(isinstance(v, (int, float)) for v in values):
-            out[key] = round(statistics.median(values), 5)
+            out[key] = values[0] if len(set(values)) == 1 else round(statistics.median(values), 5)
             spread[key] = values
         else:
             out[key] = values[0] if all(v == values[0] for v in values) else values
