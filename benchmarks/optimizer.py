@@ -430,12 +430,25 @@ class _Progress:
         print(f"[{self.model}] {step} FAILED ({seconds:.1f}s): {message}", flush=True)
 
 
+def prepare_model(model: str, seed: int, work: Path, wanted: set[str] | None) -> None:
+    """Build every variant into ``work``'s store without the timing: training is the slow part and needs
+    no quiet machine. A later run with the same ``--work-dir`` (same code, data and seed, so the same build
+    keys) reuses these builds (``optimodel_jobs.reuse``) and only evaluates and times them."""
+    zoo = build(ZOO[model])
+    tuning, held_out = split_rows(zoo.evaluation, seed, work / "splits" / model)
+    config = pipeline_config(model, work, seed, tuning, held_out, wanted, True)
+    config["latency"] = {"batchSizes": [1], "iterations": 2, "warmup": 0, "rounds": 1, "measureMemory": False}
+    run(parse_config(config), _Progress(f"{model} seed {seed} (prepare)"))
+
+
 def bench_model(
     model: str, seed: int, work: Path, threads: int, quick: bool, wanted: set[str] | None
 ) -> tuple[RunResult, list[dict[str, Any]]]:
     zoo = build(ZOO[model])
     tuning, held_out = split_rows(zoo.evaluation, seed, work / "splits" / model)
     result = run(parse_config(pipeline_config(model, work, seed, tuning, held_out, wanted, quick)), _Progress(f"{model} seed {seed}"))
+    reused = [v.name for v in result.variants if (v.details.get("build") or {}).get("reused")]
+    print(f"[bench] {model} seed {seed}: variants reused from a previous build: {', '.join(reused) or 'none'}", flush=True)
     assert result.source.path is not None
     # From the plain export (what a user has), not the artifact with our graph optimizations baked in.
     assert result.source.raw_path is not None
@@ -473,6 +486,9 @@ def main() -> int:
     parser.add_argument("--variants", default=None,
                         help="only these variants (and the ones they chain from); the chosen/best-of-N figures are then among these")
     parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--prepare", action="store_true",
+                        help="only build the variants into --work-dir (no timing; run it outside any benchmark lock), "
+                             "so that the timed run with the same --work-dir reuses them")
     args = parser.parse_args()
     started = time.perf_counter()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="optimodel-bench-"))
@@ -486,6 +502,16 @@ def main() -> int:
     zoo_seconds = time.perf_counter() - zoo_started
     print(f"[bench] zoo ready in {zoo_seconds:.0f}s; threads={threads}; VNNI={cpu_has_vnni()}; work={work}", flush=True)
     print(f"[bench] cpu: {cpu_line()}", flush=True)
+
+    if args.prepare:
+        if args.work_dir is None:
+            raise SystemExit("--prepare needs --work-dir (the timed run reuses what it builds there)")
+        for seed in seeds:
+            for model in models:
+                wanted_here = None if wanted is None else wanted & {v["name"] for v in variants_for(model)}
+                prepare_model(model, seed, work / f"seed-{seed}", wanted_here)
+        print(f"[bench] prepared in {time.perf_counter() - started:.0f}s: {work}", flush=True)
+        return 0
 
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:
