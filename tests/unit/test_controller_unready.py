@@ -105,3 +105,20 @@ def test_a_reconcile_after_a_child_event_that_fails_is_retried_by_the_wakeups() 
     finally:
         handlers._wakeups.cancel("ns", "m")
         handlers._clients = saved
+
+
+def test_the_reason_of_a_revision_waiting_next_to_a_promoted_one_is_written_not_held() -> None:
+    """The steady-state guard holds routine analysis records of a promoted revision in memory (controller/quiet.py);
+    a message about a newer revision that is deploying (its servers refused the artifact) is no routine record."""
+    from optimodel_operator.controller.quiet import routine
+
+    waiting = "waiting for m-cpu-2 (0/1 available) before its canary begins; revision 1 serves meanwhile"
+    said = waiting.replace("available)", "available: pod m-cpu-2-x: its server refused the artifact: sha256 ...)")
+    before = {"rolloutPhase": "Promoted", "stableRevision": "1", "currentRevision": "2", "message": waiting,
+              "conditions": [{"type": "Deployed", "status": "False", "reason": "Deploying", "message": waiting}]}
+    patch = {"message": said, "lastAnalysisTime": "2026-12-01T13:00:02Z",
+             "conditions": [{"type": "Deployed", "status": "False", "reason": "Deploying", "message": said}]}
+    assert not routine(before, patch, True, [], [])
+    # The same record with the promoted revision alone (nothing on its way) stays routine.
+    alone = {**before, "currentRevision": "1"}
+    assert routine(alone, {"lastAnalysisTime": "2026-12-01T13:00:02Z"}, True, [], [])

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 
@@ -138,19 +137,15 @@ def _ready_reason_of(pod_ip: str, port: int, timeout: float) -> str | None:
     """What a model server that is not ready says about itself (GET /v2/health/ready answers 503 with its state
     and reason): only a refusal (an artifact that failed verification or loading) is reported; a server still
     loading, or one that cannot be reached (a NetworkPolicy of the user's), tells nothing."""
+    # httpx, not urllib: urllib's global opener can be replaced by any library the operator imports.
     try:
-        with urllib.request.urlopen(f"http://{pod_ip}:{port}/v2/health/ready", timeout=timeout):
-            return None  # ready after all
-    except urllib.error.HTTPError as error:
-        try:
-            body = json.loads(error.read() or b"{}")
-        except ValueError:
-            return None
-        if isinstance(body, dict) and body.get("state") == "Refused" and body.get("reason"):
-            return f"its server refused the artifact: {str(body['reason'])[:500]}"
+        answer = httpx.get(f"http://{pod_ip}:{port}/v2/health/ready", timeout=timeout)
+        body = answer.json() if answer.status_code == 503 else None
+    except (httpx.HTTPError, ValueError):
         return None
-    except (OSError, ValueError):
-        return None
+    if isinstance(body, dict) and body.get("state") == "Refused" and body.get("reason"):
+        return f"its server refused the artifact: {str(body['reason'])[:500]}"
+    return None
 
 
 def _unready_reason(clients: Clients, deployment: Mapping[str, Any], port: int, timeout: float = 0.5) -> str | None:

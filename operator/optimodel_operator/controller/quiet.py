@@ -65,6 +65,10 @@ def routine(before: Mapping[str, Any], patch: Mapping[str, Any] | None, analysed
         return False
     if before.get("rolloutPhase") != PROMOTED or not set(patch) <= ROUTINE_KEYS:
         return False
+    if before.get("currentRevision") != before.get("stableRevision"):
+        # A newer revision is on its way (deploying next to the promoted one): its messages say how it fares
+        # (why its servers are not ready) and are written, not held.
+        return False
     after = apply_patch(before, patch)
     return _condition_states(before) == _condition_states(after) and _pools_but_p99(before) == _pools_but_p99(after)
 
