@@ -206,7 +206,11 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--quiet-window", type=float, default=120.0,
                         help="Seconds of steady state over which API requests are counted.")
-    parser.add_argument("--settle", type=float, default=15.0, help="Seconds after all Ready before the window.")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="Seconds after all Ready before the window (default: one --interval and 15 s more, "
+                             "so each model's first guard analysis, a real change, is over).")
+    parser.add_argument("--controller-manager-qps", type=int, default=100,
+                        help="kube-controller-manager's client rate (Kubernetes' default is 20/s; 0 keeps it).")
     parser.add_argument("--interval", default="1m",
                         help="rollout.interval of every model (the guard's period; 1m is the API's default).")
     parser.add_argument("--timeout", type=float, default=600)
@@ -214,7 +218,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 models on 5 nodes, a 40 s window.")
     args = parser.parse_args()
     if args.quick:
-        args.models, args.nodes, args.quiet_window, args.settle = 20, 5, 40.0, 5.0
+        args.models, args.nodes, args.quiet_window = 20, 5, 40.0
+    if args.settle is None:
+        from optimodel_operator.api.common import parse_duration
+
+        args.settle = parse_duration(args.interval).total_seconds() + 15
     if args.models < 1 or args.nodes < 1:
         raise SystemExit("--models and --nodes must be at least 1")
 
@@ -223,7 +231,7 @@ def main() -> None:
     from optimodel_operator.examples import publish
     from optimodel_operator.testing.cluster import OperatorProcess, install_crd
 
-    cluster = SimulatedCluster()
+    cluster = SimulatedCluster(controller_manager_qps=args.controller_manager_qps or None)
     log(f"simulated cluster in {cluster.layout.root} (API server {cluster.apiserver_url})")
     # A clean slate: models of an earlier run would be resumed by the operator and counted.
     cluster.wipe()
@@ -278,6 +286,7 @@ def main() -> None:
         applied = time.monotonic()
         log(f"{args.models} models applied in {applied - apply_started:.1f}s")
         ready = 0
+        next_report = time.monotonic()
         while ready < args.models:
             if time.monotonic() - applied > args.timeout:
                 raise SystemExit(f"only {ready}/{args.models} Ready after {args.timeout:.0f}s; operator log: "
@@ -286,6 +295,13 @@ def main() -> None:
                 raise SystemExit(f"the operator exited; its log: {operator.log_path}")
             items = list_models(cluster)
             ready = ready_count(items)
+            if time.monotonic() >= next_report:  # where the models are: the operator's share vs the cluster's
+                phases: dict[str, int] = {}
+                for o in items:
+                    phase = (o.get("status") or {}).get("phase") or "(none)"
+                    phases[phase] = phases.get(phase, 0) + 1
+                log(f"  +{time.monotonic() - applied:.0f}s: {ready} Ready; phases {json.dumps(phases, sort_keys=True)}")
+                next_report = time.monotonic() + 5
             failed = [o["metadata"]["namespace"] for o in items if (o.get("status") or {}).get("phase") == "Failed"]
             if failed:
                 raise SystemExit(f"{len(failed)} model(s) Failed, e.g. {failed[0]}: "
@@ -348,6 +364,8 @@ def main() -> None:
         "server_deployments": len(deployments),
         "pods": len(pods),
         "rollout_interval": args.interval,
+        "settle_s": args.settle,
+        "controller_manager_qps": args.controller_manager_qps or 20,
         "artifact_reused_from_earlier_run": reused,
         "artifact_prepare_s": round(prepared_s, 1),
         "cores": os.cpu_count(),

@@ -116,10 +116,21 @@ TOLERATION = {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 class SimulatedCluster(LocalCluster):
     """The control plane of a LocalCluster, with kwok in place of the node agent, in a state dir of its own."""
 
-    def __init__(self, state_dir: Path | None = None, ports: Ports = SIMULATED_PORTS) -> None:
+    def __init__(self, state_dir: Path | None = None, ports: Ports = SIMULATED_PORTS,
+                 controller_manager_qps: int | None = None) -> None:
+        """`controller_manager_qps`: kube-controller-manager's client rate (its default is 20 requests/s, burst
+        30), raised as clusters of hundreds of nodes raise it; None keeps the default."""
         if ports.apiserver == Ports().apiserver:
             raise LocalClusterError("a simulated cluster needs ports of its own (paths.SIMULATED_PORTS)")
         super().__init__(Path(state_dir) if state_dir else default_state_dir(), ports)
+        self.controller_manager_qps = controller_manager_qps
+
+    def controller_manager_argv(self) -> list[str]:
+        argv = components.controller_manager_argv(self.config)
+        if self.controller_manager_qps:
+            argv += [f"--kube-api-qps={self.controller_manager_qps}",
+                     f"--kube-api-burst={2 * self.controller_manager_qps}"]
+        return argv
 
     def up(self, report: Report = lambda _: None, build_output: Report = lambda _: None,
            timeout: float = 120) -> None:
@@ -134,8 +145,8 @@ class SimulatedCluster(LocalCluster):
         deadline = time.monotonic() + timeout
         self._ensure("etcd", components.etcd_argv(self.config), self.ports.etcd_client, report, deadline)
         self._ensure("kube-apiserver", components.apiserver_argv(self.config), self.ports.apiserver, report, deadline)
-        self._ensure("kube-controller-manager", components.controller_manager_argv(self.config),
-                     self.ports.controller_manager, report, deadline)
+        self._ensure("kube-controller-manager", self.controller_manager_argv(), self.ports.controller_manager,
+                     report, deadline)
         self._ensure("kube-scheduler", components.scheduler_argv(self.config), self.ports.scheduler,
                      report, deadline)
         self._ensure("kwok", argv(self.kubeconfig, stages, self.ports), self.ports.kwok, report, deadline)
