@@ -5,15 +5,16 @@ pods answering through kube-proxy. Covered here, beside what test_loop.py and te
 (docs/reliability.md has the whole table):
 (g) a write racing another writer is applied, never refused with 409 (the operator's writes carry no
     resourceVersion precondition) and a create that finds its object already there is no error;
-(a) the API server restarted while the Job runs and again while deploying, etcd restarted while the Job runs:
-    one Job, one revision, Ready, answering;
+(a) the API server restarted while the Job runs, etcd and the API server again while the revision deploys: one
+    Job, one revision, Ready, answering;
 (b) the operator pod killed while deploying, and while rolling back: it resumes, the last good revision serves;
 (c) artifact bytes corrupted in the store after the gate: the servers refuse them (sha256), the rollout holds,
     the status says why, the stable revision keeps answering;
 (d) the artifact store (S3) stopped during a new revision: its Job fails saying why, the stable revision keeps
     answering; once the store is back the same revision completes (the failed Job deleted);
 (e) an optimization Job over its memory limit: OOMKilled, the status says OutOfMemory, nothing deployed, the
-    stable revision keeps answering.
+    stable revision keeps answering;
+(f) an optimization Job's pod killed mid-run: the Job replaces it (backoffLimit), one Job, the revision completes.
 """
 
 from __future__ import annotations
@@ -221,13 +222,15 @@ def test_api_server_and_etcd_restarted_mid_reconcile_lose_nothing(
                                 if (j.get("status") or {}).get("active")], 120, "the optimization Job running")
     (job,) = running
     revision = _until(local_cluster, namespace, lambda s: s.get("phase") == "Optimizing", "optimizing")["currentRevision"]
-    _restart(local_cluster, "kube-apiserver")
-    _restart(local_cluster, "etcd")
-    still = [j for j in _items(local_cluster, "jobs", namespace)]
-    assert [j["metadata"]["uid"] for j in still] == [job["metadata"]["uid"]], "the same Job, not a second"
-    assert not (still[0].get("status") or {}).get("succeeded"), "the restarts happened while the Job ran"
+    assert not (job.get("status") or {}).get("succeeded")
+    _restart(local_cluster, "kube-apiserver")  # the Job was running a moment ago; it may finish during the outage
+    assert [j["metadata"]["uid"] for j in _items(local_cluster, "jobs", namespace)] == [job["metadata"]["uid"]], \
+        "the same Job, not a second"
     wait_for(lambda: _items(local_cluster, "deployments", namespace), 600, "the revision's Deployment", interval=0.3)
+    deploying = _status(local_cluster, namespace)
+    _restart(local_cluster, "etcd")  # while the revision deploys (its pods start)
     _restart(local_cluster, "kube-apiserver")
+    assert not _ready(deploying), "the restarts began before the revision was Ready"
 
     done = _until(local_cluster, namespace, lambda s: _ready(s) and _promoted(revision)(s), "Ready after the restarts")
     jobs = _items(local_cluster, "jobs", namespace)
@@ -291,6 +294,31 @@ def test_operator_killed_while_rolling_back_ends_with_the_last_good_revision(
     assert _replicas(local_cluster, namespace) == {first: (2, 2), second: (0, 0)}
 
 
+# --- (f) an optimization Job's pod killed --------------------------------------------------------------------------
+def test_an_optimization_jobs_pod_killed_mid_run_is_replaced_and_the_revision_completes(
+    local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
+) -> None:
+    manifest = _revision(operator_in_cluster, 1, "auto")
+    manifest["spec"]["evaluation"]["maxDrop"] = 0.045  # a revision of its own: its Job must run
+
+    def running() -> list[dict[str, Any]]:
+        return [p for p in _items(local_cluster, "pods", namespace) if "optimodel.io/provider" in p["metadata"]["labels"]
+                and (p.get("status") or {}).get("phase") == "Running"]
+
+    _apply(local_cluster, namespace, manifest)
+    (pod,) = wait_for(running, 120, "the optimization Job's pod running", interval=0.3)
+    local_cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", namespace, "--wait=false")
+    done = _until(local_cluster, namespace, lambda s: _ready(s) and _promoted()(s), "Ready after the pod was killed",
+                  timeout=600)
+    (job,) = _items(local_cluster, "jobs", namespace)
+    counts = job.get("status") or {}
+    assert (counts.get("failed"), counts.get("succeeded")) == (1, 1), counts
+    assert _reasons(local_cluster, namespace).count("JobCreated") == 1, "the Job replaced its pod; no second Job"
+    revision = done["currentRevision"]
+    assert [r["name"] for r in done["revisions"]] == [revision]
+    assert _answered_by(local_cluster, namespace, operator_in_cluster) == {revision}
+
+
 # --- (c) artifact bytes corrupted after the gate -----------------------------------------------------------------
 def _blobs_of(variant: str) -> list[Path]:
     """The blobs of the module store's manifests of `variant` (every revision's: builds are shared by content)."""
@@ -307,7 +335,17 @@ def test_corrupted_artifact_bytes_are_refused_the_rollout_holds_and_says_why(
 ) -> None:
     first = _first_revision(local_cluster, namespace, operator_in_cluster)
     second_manifest = _revision(operator_in_cluster, 2, "int8")
-    # Revision 2's Job ran in an earlier test (the rollback): its int8 passed the gate and lies in the store.
+    # Revision 2's results in the store first (its Job runs elsewhere, or ran in an earlier test: reused): its
+    # int8 passed the gate, and only then are its bytes changed.
+    elsewhere = f"{namespace}-prep"
+    local_cluster.kubectl("create", "namespace", elsewhere)
+    try:
+        local_cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", elsewhere, "--timeout=60s")
+        _apply(local_cluster, elsewhere, second_manifest)
+        _until(local_cluster, elsewhere, lambda s: _cond(s, "Gated").get("status") == "True",
+               "revision 2 optimized and gated", timeout=400)
+    finally:
+        local_cluster.kubectl("delete", "namespace", elsewhere, "--wait=false", check=False)
     blobs = _blobs_of("int8")
     assert blobs, "revision 2's int8 artifact is in the store"
     kept = {blob: blob.read_bytes() for blob in blobs}
