@@ -228,3 +228,35 @@ def test_an_analysis_time_is_whole_seconds_so_the_next_is_due_on_a_whole_second(
     last = handler.cluster.now
     assert analyses_at(last.strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert not analyses_at(last.strftime("%Y-%m-%dT%H:%M:%S.270000Z"))
+
+
+def test_a_childs_event_while_a_reconcile_of_its_model_is_queued_adds_none(monkeypatch: Any) -> None:
+    import threading
+
+    from optimodel_operator.controller import handlers
+
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def fake_reconcile(model: dict[str, Any], logger: Any) -> None:
+        calls.append(model["metadata"]["name"])
+        started.set()
+        release.wait(5)  # waiting for the model's lock: nothing read yet
+        handlers._queued_done(("ns", "m"))  # what reconcile_model does once it holds the lock
+
+    monkeypatch.setattr(handlers.kube, "read_model", lambda api, ns, name: {"metadata": {"name": name, "namespace": ns}})
+    monkeypatch.setattr(handlers, "clients", lambda: None)
+    monkeypatch.setattr(handlers, "reconcile_model", fake_reconcile)
+    monkeypatch.setattr(handlers, "_queued", set())
+    child = {"kind": "Deployment", "metadata": {"namespace": "ns", "ownerReferences": [
+        {"kind": "OptimizedModel", "apiVersion": "optimodel.io/v1alpha1", "name": "m"}]}}
+    first = threading.Thread(target=handlers._on_child, args=(child, None))
+    first.start()
+    assert started.wait(5)
+    for _ in range(4):  # the Deployment's status moving while the first reconcile waits
+        handlers._on_child(child, None)  # type: ignore[arg-type]
+    assert calls == ["m"]
+    release.set()
+    first.join(5)
+    handlers._on_child(child, None)  # type: ignore[arg-type]  # after it read: counts again
+    assert calls == ["m", "m"]

@@ -75,7 +75,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     # Reconciles of different models run side by side; one model's are serialized by a lock.
-    settings.execution.max_workers = 8
+    # 16: reconciles mostly wait on the API server; with 8, hundreds of models applied at once waited in line
+    # (benchmarks/scale.py).
+    settings.execution.max_workers = 16
     clients()
     _wakeups.start()
 
@@ -86,6 +88,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     started = time.monotonic()
     with _model_lock(namespace, name):
+        _queued_done((namespace, name))  # from here on, everything is read afresh: later child events count again
         fresh = kube.read_model(api, namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             _wakeups.cancel(namespace, name)
@@ -175,10 +178,34 @@ def _owner_name(body: kopf.Body) -> str | None:
     return None
 
 
+# Models with a reconcile queued after a child's event that has not yet started reading (it waits for a worker
+# or for the model's lock): a further child event of theirs adds nothing, since that reconcile reads everything
+# after it. A Deployment's status moves 4-5 times as it comes up; at scale each move ran a whole reconcile, and
+# models' first reconciles waited behind them (benchmarks/scale.py).
+_queued: set[tuple[str, str]] = set()
+_queued_guard = threading.Lock()
+
+
+def _queue(key: tuple[str, str]) -> bool:
+    """True when no reconcile of the model is queued yet (the caller runs one)."""
+    with _queued_guard:
+        if key in _queued:
+            return False
+        _queued.add(key)
+        return True
+
+
+def _queued_done(key: tuple[str, str]) -> None:
+    with _queued_guard:
+        _queued.discard(key)
+
+
 def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
     owner = _owner_name(body)
     namespace = body.get("metadata", {}).get("namespace")
     if owner is None or namespace is None:
+        return
+    if not _queue((namespace, owner)):
         return
     try:
         model = kube.read_model(clients(), namespace, owner)
@@ -191,6 +218,10 @@ def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
         _retry_later(namespace, owner, body, error, logger)
     except Exception as error:  # noqa: BLE001 - retried below, as any failed reconcile
         _retry_later(namespace, owner, body, error, logger)
+    finally:
+        # Normally done when the reconcile took the model's lock; this covers a return or a failure before it
+        # (at worst another queued reconcile runs once more, never one too few).
+        _queued_done((namespace, owner))
 
 
 def _retry_later(namespace: str, owner: str, body: kopf.Body, error: Exception, logger: kopf.Logger) -> None:
