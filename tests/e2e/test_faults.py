@@ -22,18 +22,20 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import s3fs
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from optimodel_localcluster import seaweedfs
+from optimodel_localcluster import node_agent, seaweedfs
 from optimodel_localcluster.cluster import LocalCluster
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
 from optimodel_operator.controller import kube
@@ -127,6 +129,14 @@ def _answered_by(cluster: LocalCluster, namespace: str, published: Published, re
     return seen
 
 
+def _routed(cluster: LocalCluster, namespace: str) -> bool:
+    """One request through the model's Service is answered (by any revision)."""
+    try:
+        return httpx.get(f"{_address(cluster, namespace)}/v2/health/ready", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _reasons(cluster: LocalCluster, namespace: str) -> list[str]:
     return [e["reason"] for e in events_for(cluster.kubectl, namespace, "digits")]
 
@@ -213,9 +223,29 @@ def test_writes_racing_another_writer_are_applied_and_never_refused_with_409(
 
 
 # --- (a) API server and etcd restarted mid-reconcile ------------------------------------------------------------
+def _started_at(pid: int) -> float:
+    """A process's start, in seconds since the epoch (from /proc)."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _node_agent_runs_this_checkout(cluster: LocalCluster) -> bool:
+    """The node agent started after its code last changed: one started before the fix for containers started
+    while the API server is unreachable ends the workers of the pods that start during the outage, for good."""
+    pid = cluster.process("node-agent").pid()
+    assert pid is not None, "the node agent runs"
+    package = Path(node_agent.__file__).parent
+    return _started_at(pid) > max(path.stat().st_mtime for path in package.glob("*.py"))
+
+
 def test_api_server_and_etcd_restarted_mid_reconcile_lose_nothing(
     local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
 ) -> None:
+    assert _node_agent_runs_this_checkout(local_cluster), (
+        "the node agent is older than its code: restart it (`optimodel dev down && optimodel dev up`) before "
+        "restarting the API server under it")
     # Revision 3's int8: results no earlier test of the module left, so its Job runs during the restarts.
     _apply(local_cluster, namespace, _revision(operator_in_cluster, 3, "int8"))
     running = wait_for(lambda: [j for j in _items(local_cluster, "jobs", namespace)
@@ -238,7 +268,16 @@ def test_api_server_and_etcd_restarted_mid_reconcile_lose_nothing(
     assert [r["name"] for r in done["revisions"]] == [revision] and done["currentRevision"] == revision
     assert done["phase"] == "Succeeded" and done["pools"][0]["variant"] == "int8"
     assert _replicas(local_cluster, namespace) == {revision: (2, 2)}
-    assert _answered_by(local_cluster, namespace, operator_in_cluster) == {revision}
+    # The endpoints controller and kube-proxy relist after the restarts (with client-go's back-off): the Service
+    # routes to the new pods once they have caught up.
+    ready_at = time.monotonic()
+    try:
+        wait_for(lambda: _routed(local_cluster, namespace), 180, "the Service routing to the ready pods", interval=1)
+    except AssertionError:
+        slices = local_cluster.kubectl("get", "endpointslices", "-n", namespace, "-o", "yaml").stdout
+        raise AssertionError(f"not routed 180 s after Ready; EndpointSlices:\n{slices[-3000:]}") from None
+    routed_s = time.monotonic() - ready_at
+    assert _answered_by(local_cluster, namespace, operator_in_cluster) == {revision}, f"routed {routed_s:.0f} s after Ready"
     assert _reasons(local_cluster, namespace).count("JobCreated") == 1
 
 
