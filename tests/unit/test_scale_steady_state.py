@@ -142,6 +142,12 @@ def test_routine_refuses_anything_more_than_a_record() -> None:
     assert not routine(before, {**record, "conditions": [moved]}, True, (), ())
     reworded = {**before["conditions"][0], "message": "b"}
     assert routine(before, {**record, "conditions": [reworded]}, True, (), ())
+    deployed = {"type": "Deployed", "status": "True", "reason": "Deployed", "message": "serving cpu=int8",
+                "lastTransitionTime": "t0"}
+    with_deployed = {**before, "conditions": [*before["conditions"], deployed]}
+    elsewhere = [before["conditions"][0], {**deployed, "message": "serving cpu=int8; 1 pod not ready"}]
+    assert not routine(with_deployed, {**record, "conditions": elsewhere}, True, (), ()), \
+        "another condition reworded is news, not the guard's record"
 
 
 def test_held_records_are_dropped_when_the_model_changed_since() -> None:

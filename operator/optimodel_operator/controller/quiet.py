@@ -50,8 +50,11 @@ def compose(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, An
 
 
 def _condition_states(status: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    # Only the guard's own condition (RolledOut) may be reworded by a routine analysis ("... for 3 analyses in
+    # a row"); any other condition's message moving says something else happened, and is written.
     return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("observedGeneration"),
-                   c.get("lastTransitionTime")) for c in status.get("conditions") or [])
+                   c.get("lastTransitionTime"), None if c.get("type") == "RolledOut" else c.get("message"))
+                  for c in status.get("conditions") or [])
 
 
 def _pools_but_p99(status: Mapping[str, Any]) -> list[dict[str, Any]]:
