@@ -15,6 +15,8 @@ pods answering through kube-proxy. Covered here, beside what test_loop.py and te
 (e) an optimization Job over its memory limit: OOMKilled, the status says OutOfMemory, nothing deployed, the
     stable revision keeps answering;
 (f) an optimization Job's pod killed mid-run: the Job replaces it (backoffLimit), one Job, the revision completes.
+a node of the pool lost (its heartbeats stop): its pods are evicted and come back on the pool's other node, the same
+    revision answering.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from kubernetes.client.exceptions import ApiException
 
 from optimodel_localcluster import node_agent, seaweedfs
 from optimodel_localcluster.cluster import LocalCluster
+from optimodel_localcluster.node_agent.nodes import set_silenced
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
 from optimodel_operator.controller import kube
 from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, post_when_routed
@@ -530,3 +533,54 @@ def test_job_out_of_memory_says_so_deploys_nothing_and_the_last_good_serves(
     assert _answered_by(local_cluster, namespace, operator_in_cluster) == {first}
     assert condition(get_model(local_cluster.kubectl, namespace, "digits"), "Stalled")["status"] == "True"
 
+
+
+# --- a node of the pool lost ---------------------------------------------------------------------------------------
+def _serving_nodes(cluster: LocalCluster, namespace: str) -> list[str]:
+    """The node of each ready, not-deleted pod of the model, sorted."""
+    nodes = []
+    for pod in _items(cluster, "pods", namespace):
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
+        if ready and not pod["metadata"].get("deletionTimestamp") and "optimize" not in pod["metadata"]["name"]:
+            nodes.append(pod["spec"]["nodeName"])
+    return sorted(nodes)
+
+
+def _node_ready(cluster: LocalCluster, node: str) -> str:
+    conditions = json.loads(cluster.kubectl("get", "node", node, "-o", "json").stdout)["status"]["conditions"]
+    return next(c["status"] for c in conditions if c["type"] == "Ready")
+
+
+def test_a_node_of_the_pool_lost_its_pods_come_back_on_another_node_of_the_pool(
+    local_cluster: LocalCluster, namespace: str, operator_in_cluster: Published
+) -> None:
+    manifest = _revision(operator_in_cluster, 1, "source")
+    # The default toleration of an unreachable node is 300 s; a pool that wants its pods moved sooner says so.
+    for pool in manifest["spec"]["nodePools"]:
+        pool["tolerations"] = [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+                                "tolerationSeconds": 5}]
+    _apply(local_cluster, namespace, manifest)
+    first = _until(local_cluster, namespace, _promoted(), "revision 1 promoted")["stableRevision"]
+    placed = wait_for(lambda: (lambda n: n if len(n) == 2 else None)(_serving_nodes(local_cluster, namespace)), 120,
+                      "two ready server pods")
+    lost = placed[0]
+    (other,) = {"cpu-0", "cpu-1"} - {lost}
+    state_dir = local_cluster.layout.root
+    silenced_at = time.monotonic()
+    set_silenced(state_dir, lost, True)
+    try:
+        # The controller-manager marks the node unreachable after its grace period (40 s) without a Lease renewal,
+        # taints it, and evicts the pods whose toleration ran out; the ReplicaSet starts others where it can.
+        wait_for(lambda: _node_ready(local_cluster, lost) == "Unknown", 120, f"node {lost} unreachable", interval=1)
+        moved = wait_for(lambda: (lambda n: n if n == [other, other] else None)(_serving_nodes(local_cluster, namespace)),
+                         180, f"both server pods ready on {other}", interval=1)
+        moved_s = time.monotonic() - silenced_at
+        assert moved == [other, other]
+        done = _until(local_cluster, namespace, lambda s: _ready(s) and _promoted(first)(s), "Ready on the other node")
+        assert [r["name"] for r in done["revisions"]] == [first], "no revision made or lost by the move"
+        assert len(_items(local_cluster, "jobs", namespace)) == 1
+        wait_for(lambda: _routed(local_cluster, namespace), 60, "the Service routing to the moved pods", interval=1)
+        assert _answered_by(local_cluster, namespace, operator_in_cluster) == {first}, f"moved in {moved_s:.0f} s"
+    finally:
+        set_silenced(state_dir, lost, False)
+    wait_for(lambda: _node_ready(local_cluster, lost) == "True", 90, f"node {lost} back", interval=1)

@@ -49,3 +49,41 @@ def test_lease_is_owned_by_its_node() -> None:
     assert lease["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert lease["spec"] == {"holderIdentity": "cpu-0", "leaseDurationSeconds": 40,
                              "renewTime": "2026-01-01T00:00:00.000000Z"}
+
+
+def test_a_silenced_node_sends_no_heartbeat_while_the_others_go_on(tmp_path) -> None:  # noqa: ANN001
+    import threading
+
+    from optimodel_localcluster.node_agent.nodes import NodeKeeper, set_silenced, silenced_nodes
+
+    class Recorder:
+        """Stands in for the API server: records which node each heartbeat was for."""
+
+        def __init__(self) -> None:
+            self.paths: list[str] = []
+
+        def get(self, path: str) -> dict:
+            self.paths.append(path)
+            return {"metadata": {}, "spec": {}, "status": {}}
+
+        def put(self, path: str, body: dict) -> dict:
+            self.paths.append(path)
+            return body
+
+        def merge_patch(self, path: str, body: dict) -> dict:
+            self.paths.append(path)
+            return body
+
+    set_silenced(tmp_path, "cpu-1", True)
+    assert silenced_nodes(tmp_path) == {"cpu-1"}
+    api, stop = Recorder(), threading.Event()
+    keeper = NodeKeeper(api, NodeAgentConfig(), stop)  # type: ignore[arg-type]
+    runner = threading.Thread(target=keeper.run, args=(lambda: silenced_nodes(tmp_path),))
+    runner.start()
+    stop.wait(0.5)
+    stop.set()
+    runner.join(5)
+    beats = {p.rsplit("/", 2)[-2] if p.endswith("/status") else p.rsplit("/", 1)[-1] for p in api.paths}
+    assert {"cpu-0", "gpu-0"} <= beats and "cpu-1" not in beats, api.paths
+    set_silenced(tmp_path, "cpu-1", False)
+    assert silenced_nodes(tmp_path) == set() and not (tmp_path / "silenced-nodes").exists()

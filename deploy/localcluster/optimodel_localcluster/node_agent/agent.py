@@ -16,7 +16,7 @@ from . import network, records, runtime
 from .config import NodeAgentConfig
 from .kubeapi import ApiError, KubeApi, pod_path
 from .logserver import LogServers
-from .nodes import NodeKeeper
+from .nodes import NodeKeeper, silenced_nodes
 from .podworker import AgentContext, PodWorker
 from .records import PodRecord
 
@@ -90,7 +90,8 @@ class Agent:
                 self.records[record.uid] = (directory, record)
                 if record.pod_ip and not record.host_network and not record.terminal:
                     self.context.addresses.claim(ipaddress.IPv4Address(record.pod_ip))
-            threading.Thread(target=keeper.run, name="heartbeats", daemon=True).start()
+            threading.Thread(target=keeper.run, args=(lambda: silenced_nodes(self.state_dir),), name="heartbeats",
+                             daemon=True).start()
             servers = LogServers(self.state_dir, {n.name: n.kubelet_port for n in keeper.nodes})
             servers.start()
             threading.Thread(target=self._watch_forever, name="pod-watch", daemon=True).start()

@@ -12,6 +12,8 @@ import platform
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .config import KUBELET_VERSION, NodeAgentConfig, NodeSpec
@@ -179,19 +181,22 @@ class NodeKeeper:
         existing["spec"] = {**(existing.get("spec") or {}), **body["spec"]}
         self.api.put(path, existing)
 
-    def run(self) -> None:
-        """Heartbeats until `stop` is set."""
+    def run(self, silenced: Callable[[], set[str]] = lambda: set()) -> None:
+        """Heartbeats until `stop` is set; none for the nodes `silenced` names (a node lost, for fault tests)."""
         next_lease = 0.0
         next_status = 0.0
         while not self.stop.is_set():
             clock = time.monotonic()
+            quiet = silenced()
             if clock >= next_lease:
                 for node in self.nodes:
-                    self._guarded(self.renew_lease, node)
+                    if node.name not in quiet:
+                        self._guarded(self.renew_lease, node)
                 next_lease = clock + self.config.lease_renew_seconds
             if clock >= next_status:
                 for node in self.nodes:
-                    self._guarded(self.update_status, node)
+                    if node.name not in quiet:
+                        self._guarded(self.update_status, node)
                 next_status = clock + self.config.node_status_update_seconds
             self.stop.wait(max(0.2, min(next_lease, next_status) - time.monotonic()))
 
@@ -201,3 +206,24 @@ class NodeKeeper:
         except Exception as error:  # a heartbeat failure must not end the heartbeats
             log.warning("heartbeat for node %s failed: %s", node.name, error)
 
+
+# A node "lost" on purpose: the agent stops its Lease renewals and status updates while its name is listed in
+# this file of the state directory (one name per line), as a kubelet cut off from the API server would; its
+# pods' processes go on, as they would on a real node whose network failed. Removing the name brings it back.
+SILENCED_NODES_FILE = "silenced-nodes"
+
+
+def silenced_nodes(state_dir: Path) -> set[str]:
+    try:
+        return {line.strip() for line in (state_dir / SILENCED_NODES_FILE).read_text().splitlines() if line.strip()}
+    except FileNotFoundError:
+        return set()
+
+
+def set_silenced(state_dir: Path, node: str, silent: bool) -> None:
+    names = silenced_nodes(state_dir) - {node} | ({node} if silent else set())
+    path = state_dir / SILENCED_NODES_FILE
+    if names:
+        path.write_text("".join(f"{n}\n" for n in sorted(names)))
+    else:
+        path.unlink(missing_ok=True)
