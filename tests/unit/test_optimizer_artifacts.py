@@ -181,9 +181,11 @@ def test_every_variant_measured_and_pool_choice(mlp_run: RunResult) -> None:
     assert "fp16" in mlp_run.report_path.read_text()
 
 
-def test_cnn_static_int8_uses_quantized_convolutions(cnn_run: RunResult, tmp_path: Path) -> None:
+def test_cnn_static_int8_artifact_from_the_store_answers(cnn_run: RunResult, tmp_path: Path) -> None:
+    # That each convolution runs quantized is test_cnn_quantized_convs.py's, node by node (any QuantizeLinear here
+    # proved nothing: the Gemm has one); this checks the stored artifact loads and answers in the right shape.
     _, model, session = _fetch(cnn_run, "int8-static", tmp_path)
-    assert _ops(model) & {"QLinearConv", "QuantizeLinear"}, _ops(model)
+    assert "QLinearConv" in _ops(model), _ops(model)
     assert _run(session, cnn_run).shape == (16, 10)
 
 
