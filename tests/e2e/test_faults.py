@@ -45,7 +45,15 @@ from optimodel_operator.controller import kube
 from optimodel_operator.demo import OPERATOR_DEPLOYMENT, OPERATOR_NAMESPACE, post_when_routed
 from optimodel_operator.examples import Published, load_example
 from optimodel_operator.planner.loop import Actions
-from optimodel_operator.testing.cluster import condition, events_for, get_model, install_crd, operator_replicas, wait_for
+from optimodel_operator.testing.cluster import (
+    condition,
+    events_for,
+    get_model,
+    install_crd,
+    operator_replicas,
+    until_status,
+    wait_for,
+)
 from optimodel_operator.testing.rollout import FAST_ROLLOUT, Traffic, digits_revision, evaluation_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -74,21 +82,8 @@ def _status(cluster: LocalCluster, namespace: str, name: str = "digits") -> dict
 
 def _until(cluster: LocalCluster, namespace: str, accept: Callable[[dict[str, Any]], Any], what: str,
            timeout: float = 300, name: str = "digits", interval: float = 0.5) -> dict[str, Any]:
-    """The status once it is current (observedGeneration) and `accept`ed; on timeout, the status and the
-    operator's log in the failure."""
-    def probe() -> dict[str, Any] | None:
-        obj = get_model(cluster.kubectl, namespace, name)
-        if obj is None or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-            return None
-        return obj["status"] if accept(obj["status"]) else None
-
-    try:
-        return wait_for(probe, timeout, f"{namespace}/{name}: {what}", interval=interval)
-    except AssertionError:
-        logs = cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, f"deploy/{OPERATOR_DEPLOYMENT}", "--tail=60",
-                               check=False).stdout
-        status = {k: v for k, v in _status(cluster, namespace, name).items() if k not in ("variants",)}
-        raise AssertionError(f"{what} not reached; status: {json.dumps(status)[:5000]}\noperator log:\n{logs}") from None
+    return until_status(cluster.kubectl, namespace, name, accept, what, timeout,
+                        operator=(OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT), interval=interval)
 
 
 def _cond(status: dict[str, Any], kind: str) -> dict[str, Any]:

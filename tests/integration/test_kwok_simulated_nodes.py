@@ -7,19 +7,16 @@ The first run builds kwok from the Go module proxy (a few minutes, cached under 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from optimodel_localcluster.kwok import POOL_LABEL, TOLERATION, SimulatedCluster
 from optimodel_localcluster.paths import Ports
 from optimodel_operator.testing.cluster import wait_for
+from optimodel_operator.testing.scripts import load_script
 
-REPO = Path(__file__).resolve().parents[2]
 # Ports of their own again (the scale benchmark's simulated cluster may be running on paths.SIMULATED_PORTS).
 TEST_PORTS = Ports(etcd_client=23990, etcd_peer=24000, apiserver=16643, controller_manager=20457, scheduler=20459,
                    prometheus=19290, kube_proxy_healthz=20456, kube_proxy_metrics=20449, coredns_health=20380,
@@ -78,11 +75,7 @@ def test_a_kwok_node_becomes_ready_and_runs_a_scheduled_pod(simulated: Simulated
 
 
 def test_the_api_servers_request_counters_read_as_the_benchmark_reads_them(simulated: SimulatedCluster) -> None:
-    spec = importlib.util.spec_from_file_location("optimodel_scale_benchmark", REPO / "benchmarks" / "scale.py")
-    assert spec is not None and spec.loader is not None
-    scale = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = scale
-    spec.loader.exec_module(scale)
+    scale = load_script("benchmarks/scale.py", "optimodel_scale_benchmark")
     before = scale.scrape(simulated)
     simulated.kubectl("create", "configmap", "counted", "-n", "default")
     after = scale.scrape(simulated)

@@ -6,28 +6,15 @@ not the fastest by the benchmark's own timing; several seeds give a median and a
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_optimizer", ROOT / "benchmarks" / "optimizer.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_optimizer"] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+from optimodel_operator.testing.scripts import load_script
 
 
-bench = _load_benchmark()
+bench = load_script("benchmarks/optimizer.py", "bench_optimizer")
 
 
 def test_split_is_disjoint_whole_and_decided_by_the_seed(tmp_path: Path) -> None:

@@ -4,26 +4,12 @@ model it applies (on the simulated pool only). The run itself needs a cluster: `
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("optimodel_scale_benchmark", REPO / "benchmarks" / "scale.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from optimodel_operator.testing.scripts import load_script
 
 
-scale = _load()
+scale = load_script("benchmarks/scale.py", "optimodel_scale_benchmark")
 
 METRICS = """\
 # HELP apiserver_request_total [STABLE] Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.

@@ -3,27 +3,15 @@ batch settings and the reading of Prometheus histograms."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("optimodel_server_benchmark", REPO / "benchmarks" / "server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from optimodel_operator.testing.scripts import load_script
 
 
-bench = _load_benchmark()
+bench = load_script("benchmarks/server.py", "optimodel_server_benchmark")
 
 SETTINGS = {
     "ours": (1, 4, 16, 64),

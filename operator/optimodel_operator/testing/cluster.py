@@ -70,6 +70,7 @@ def wait_for_status(
     accept: Callable[[dict[str, Any]], bool],
     what: str,
     timeout: float = 60,
+    interval: float = 0.3,
 ) -> dict[str, Any]:
     """Wait until the status is current (observedGeneration == generation) and `accept`s it."""
 
@@ -81,7 +82,7 @@ def wait_for_status(
         current = status.get("observedGeneration") == obj["metadata"].get("generation")
         return obj if current and accept(obj) else None
 
-    return wait_for(probe, timeout, f"{namespace}/{name}: {what}")
+    return wait_for(probe, timeout, f"{namespace}/{name}: {what}", interval)
 
 
 def until_status(
@@ -92,19 +93,15 @@ def until_status(
     what: str,
     timeout: float = 240,
     operator: tuple[str, str] = ("optimodel-system", "optimodel-operator"),
+    interval: float = 0.5,
 ) -> dict[str, Any]:
-    """Wait until the model's status is current and `accept`s it; return the status. On time-out, fail with the
-    status (less its long lists) and the tail of the in-cluster operator's log (namespace, Deployment), which is
-    what explains a status that never came."""
-
-    def probe() -> dict[str, Any] | None:
-        obj = get_model(kubectl, namespace, name)
-        if obj is None or (obj.get("status") or {}).get("observedGeneration") != obj["metadata"]["generation"]:
-            return None
-        return obj["status"] if accept(obj["status"]) else None
-
+    """wait_for_status, returning the status; on time-out, fail with the status (less its long lists) and the
+    tail of the in-cluster operator's log (namespace, Deployment), which is what explains a status that never
+    came."""
     try:
-        return wait_for(probe, timeout, f"{namespace}/{name}: {what}", interval=0.5)
+        obj = wait_for_status(kubectl, namespace, name, lambda o: bool(accept(o.get("status") or {})), what,
+                              timeout, interval)
+        return obj["status"]
     except AssertionError:
         logs = kubectl("logs", "-n", operator[0], f"deploy/{operator[1]}", "--tail=60", check=False).stdout
         status = (get_model(kubectl, namespace, name) or {}).get("status") or {}
