@@ -266,7 +266,7 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
     for weights in actions.routes:
         done += set_route_weights(clients, namespace, weights)
     for kind, name in actions.delete:
-        api_version = "apps/v1" if kind == "Deployment" else "v1"
+        api_version = {"Deployment": "apps/v1", "Job": "batch/v1"}.get(kind, "v1")  # a Job is rerun by deleting it
         _applied.pop((api_version, kind, namespace, name), None)
         try:
             clients.dynamic.resources.get(api_version=api_version, kind=kind).delete(
