@@ -22,7 +22,11 @@ class Phase(DescribedEnum):
         "Analyses failed, or a person aborted (rolloutPhase says which); the stable revision serves all traffic; "
         "a spec change or optimodel retry starts over."
     )
-    FAILED = "Failed", "Cannot go on (invalid spec, failed Job or gate); a spec change starts over."
+    FAILED = "Failed", (
+        "Cannot go on (invalid spec, failed Job or gate); a spec change starts over. A Job that failed for a transient "
+        "reason (the store unreachable) is rerun by itself after a back-off (optimizationRetry; Stalled stays False "
+        "meanwhile)."
+    )
 
 
 class Condition(StatusModel):
@@ -268,6 +272,25 @@ class PoolStatus(StatusModel):
     """Why this variant was chosen, or why nothing is deployed."""
 
 
+class OptimizationRetry(StatusModel):
+    """The reruns of an optimization Job that failed for a transient reason (its store or a host unreachable):
+    once the back-off has passed the failed Job is deleted and created again under the same name. Kept in status
+    so that an operator restarted meanwhile resumes the count and the wait."""
+
+    job: LongName
+    """Name of the Job rerun."""
+    revision: LongName
+    """Revision the Job belongs to; another revision counts afresh."""
+    generation: int = Field(ge=0)
+    """metadata.generation the count belongs to; a spec change counts afresh."""
+    reason: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=64)]
+    """The transient reason of the Job's last failure (HostUnreachable, StoreWriteFailed)."""
+    retries: int = Field(ge=0, le=100)
+    """Reruns made so far (Jobs deleted to be created again)."""
+    next_retry_time: datetime | None = None
+    """When the failed Job is deleted to be created again; unset while a rerun runs and once no rerun is left."""
+
+
 class OptimizedModelStatus(StatusModel):
     """Observed state of the OptimizedModel, written only by the operator."""
 
@@ -322,6 +345,8 @@ class OptimizedModelStatus(StatusModel):
     so each command acts once."""
     last_analysis: AnalysisResult | None = None
     """The latest canary analysis."""
+    optimization_retry: OptimizationRetry | None = None
+    """Reruns of the current revision's optimization Job after a transient failure (unset when none)."""
     revisions: Annotated[list[RevisionRecord], Field(max_length=64)] | None = None
     """Revision history, newest first, at most spec.revisionHistoryLimit old ones."""
     pools: Annotated[list[PoolStatus], Field(max_length=8)] | None = None

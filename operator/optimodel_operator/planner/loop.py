@@ -22,6 +22,7 @@ from optimodel_operator.api.status import (
     AnalysisVerdict,
     GateVerdict,
     MeasurementStatus,
+    OptimizationRetry,
     OptimizedModelStatus,
     Phase,
     PoolAssignment,
@@ -69,6 +70,7 @@ from optimodel_operator.planner.serving import (
     safer_target,
 )
 from optimodel_operator.planner.results import SOURCE, Measured, RunObservation, describe_slice
+from optimodel_operator.planner.retry import FailedJob, decide_retry
 from optimodel_operator.planner.revision import JobPlan, effective_store, job_plans, revision_of
 from optimodel_operator.planner.view import PlannerConfig, ResourceView
 
@@ -194,6 +196,8 @@ class LoopOutcome:
     """The rollout's decisions worth an Event."""
     requeue_after: timedelta | None = None
     """Decide again after this long even if nothing changes (the next analysis is due)."""
+    retry: OptimizationRetry | None = None
+    """The reruns of the revision's Job after a transient failure, to store in status (planner.retry)."""
 
 
 @dataclass(frozen=True)
@@ -471,6 +475,16 @@ def plan_loop(
     revision = revision_of(spec, store)
     plans = job_plans(spec, view.name, store)
     states = [_plan_state(p, observed) for p in plans]
+    # A Job that failed for a transient reason is rerun after a back-off: deleted now, created again next time.
+    first_failed = next((s for s in states if s.state == "Failed"), None)
+    retry = decide_retry(
+        FailedJob(first_failed.plan.job_name, first_failed.reason or "", first_failed.message or "")
+        if first_failed is not None else None,
+        previous.optimization_retry, revision, view.generation, now, config)
+    if retry.rerun is not None:
+        states = [_PlanState(s.plan, "Starting", message=retry.note) if s.plan.job_name == retry.rerun else s
+                  for s in states]
+    rerunning = retry.record if retry.record is not None and retry.record.retries and retry.rerun is None else None
     accepted = ConditionState(_TRUE, Reason.SPEC_ACCEPTED,
                               f"revision {revision}: {len(spec.optimizations)} variant(s) on "
                               f"{', '.join(p.provider for p in plans)}")
@@ -480,7 +494,8 @@ def plan_loop(
     create: tuple[Manifest, ...] = ()
     for index, state in enumerate(states):
         if state.state == "Starting" and all(earlier.state == "Done" for earlier in states[:index]):
-            create = (build_job(view, spec, state.plan, revision, store, config),)
+            if state.plan.job_name != retry.rerun:  # the failed Job still exists: created again once it is gone
+                create = (build_job(view, spec, state.plan, revision, store, config),)
             break
     base_pools = [PoolStatus(name=p.name, provider=p.execution_provider.value) for p in spec.node_pools]
     pending = lambda why: ConditionState(_UNKNOWN, Reason.PENDING, why)  # noqa: E731
@@ -500,22 +515,30 @@ def plan_loop(
     if failed:
         first = failed[0]
         reason = Reason.JOB_DEADLINE_EXCEEDED.value if first.reason == "DeadlineExceeded" else first.reason
-        refused = "; ".join(s.message or "" for s in failed)
+        refused = "; ".join(s.message or "" for s in failed) + (f"; {retry.note}" if retry.note else "")
+        why = reason or Reason.OPTIMIZATION_FAILED
+        # While a rerun is due the revision is not stalled: the operator goes on by itself at that time.
+        waiting = retry.waiting_until is not None
         conditions = {
-            ConditionType.OPTIMIZED: ConditionState(_FALSE, reason or Reason.OPTIMIZATION_FAILED, refused),
+            ConditionType.OPTIMIZED: ConditionState(_FALSE, why, refused),
             ConditionType.GATED: pending("waits for the optimization"),
             ConditionType.DEPLOYED: pending("waits for the gate"),
             ConditionType.ROLLED_OUT: pending("waits for the deployment"),
-            ConditionType.PROGRESSING: ConditionState(_FALSE, reason or Reason.OPTIMIZATION_FAILED, "stopped; a spec change starts over"),
-            ConditionType.DEGRADED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, refused),
-            ConditionType.STALLED: ConditionState(_TRUE, reason or Reason.OPTIMIZATION_FAILED, refused),
+            ConditionType.PROGRESSING: ConditionState(_TRUE, why, retry.note) if waiting
+            else ConditionState(_FALSE, why, "stopped; a spec change starts over"),
+            ConditionType.DEGRADED: ConditionState(_TRUE, why, refused),
+            ConditionType.STALLED: ConditionState(_FALSE, why, retry.note) if waiting
+            else ConditionState(_TRUE, why, refused),
         }
         phase, message = Phase.FAILED, f"optimization failed: {refused}"
     elif any(s.state != "Done" for s in states):
         started = any(s.state == "Running" for s in states)
         created = {job["metadata"]["name"] for job in create}
         waiting = [s.plan.job_name + (f" ({s.message})" if s.message else "")
-                   + ("" if s.state == "Running" or s.plan.job_name in created else " (after the Job before it)")
+                   + ("" if s.state == "Running" or s.plan.job_name in created or s.plan.job_name == retry.rerun
+                      else " (after the Job before it)")
+                   + (f" (retry {rerunning.retries} of {config.job_retry_limit} after {rerunning.reason})"
+                      if rerunning is not None and rerunning.job == s.plan.job_name else "")
                    for s in states if s.state in ("Running", "Starting")]
         message = (f"optimization Job(s) running: {', '.join(waiting)}" if started
                    else f"creating optimization Job(s): {', '.join(waiting)}")
@@ -573,7 +596,8 @@ def plan_loop(
             conditions[ConditionType.DEGRADED].status, conditions[ConditionType.DEGRADED].reason,
             conditions[ConditionType.DEGRADED].message + keeps)
         message += keeps
-        record = _record(previous, revision, view.generation, now, RevisionPhase.REFUSED, variants, [], refused)
+        if retry.waiting_until is None:  # refused for good; a revision whose Job is rerun is not refused yet
+            record = _record(previous, revision, view.generation, now, RevisionPhase.REFUSED, variants, [], refused)
     elif builds is not None:
         gated = ConditionState(_TRUE, Reason.GATE_PASSED, "; ".join(f"{c.pool}: {c.reason}" for _, c in choices))
         wanted_replicas = part.wanted_replicas or {}
@@ -647,13 +671,22 @@ def plan_loop(
         revisions=_history(previous, record, spec.revision_history_limit),
         serving=", ".join(f"{p.name}={p.variant}" for p in served) or None,
         latency_p99_ms=live if live is not None else (max(p99s) if p99s else None),
-        actions=Actions(create=create, apply=tuple(apply), delete=tuple(delete), scale=tuple(part.scale),
-                        routes=tuple(part.routes)),
+        actions=Actions(create=create, apply=tuple(apply),
+                        delete=tuple(delete) + ((("Job", retry.rerun),) if retry.rerun is not None else ()),
+                        scale=tuple(part.scale), routes=tuple(part.routes)),
         rollout=new, last_analysis=part.last_analysis, analysis=part.ask,
-        events=(part.decision.event,) if part.decision.event is not None else (),
-        # While a revision is rolled out or guarded, the next analysis is never further than one interval away.
-        requeue_after=part.decision.requeue_after or (
-            spec.rollout.interval_timedelta if new.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTED) else None)
-        # Pods that stay unready change nothing the watches see: look again, so the reason stays current.
-        or (UNREADY_RECHECK if builds is not None and not part.wanted_ready else None),
+        events=tuple(e for e in (part.decision.event, retry.event) if e is not None),
+        requeue_after=_sooner(
+            # While a revision is rolled out or guarded, the next analysis is never further than one interval away.
+            part.decision.requeue_after or (
+                spec.rollout.interval_timedelta if new.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTED) else None)
+            # Pods that stay unready change nothing the watches see: look again, so the reason stays current.
+            or (UNREADY_RECHECK if builds is not None and not part.wanted_ready else None),
+            # A failed Job's rerun is due.
+            retry.requeue_after),
+        retry=retry.record,
     )
+
+
+def _sooner(*delays: timedelta | None) -> timedelta | None:
+    return min((d for d in delays if d is not None), default=None)

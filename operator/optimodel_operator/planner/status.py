@@ -91,5 +91,6 @@ def desired_status(
         serving=loop.serving,
         latency_p99_ms=loop.latency_p99_ms,
         last_analysis=loop.last_analysis,
+        optimization_retry=loop.retry,
         **rollout_values,
     ), loop.actions, loop

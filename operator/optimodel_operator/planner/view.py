@@ -48,6 +48,10 @@ class PlannerConfig:
     job_deadline_seconds: int = 3600
     """activeDeadlineSeconds of an optimization Job."""
     job_backoff_limit: int = 1
+    job_retry_limit: int = 3
+    """Reruns of a Job that failed for a transient reason (planner.retry); 0: never rerun by itself."""
+    job_retry_backoff_seconds: int = 30
+    """Wait before the first rerun; doubled before each next one."""
     server_port: int = 8080
     analysis_min_window_seconds: int = 5
     """Shortest PromQL window an analysis reads (rate() needs a few scrapes in it)."""
