@@ -35,6 +35,10 @@ def serve(
     drift_max_rows_per_interval: int = typer.Option(2_000, envvar=f"{ENV}DRIFT_MAX_ROWS_PER_INTERVAL"),
     shutdown_delay_s: float = typer.Option(0.0, envvar=f"{ENV}SHUTDOWN_DELAY_S", help="Not-ready time before draining."),
     graceful_timeout_s: float = typer.Option(20.0, envvar=f"{ENV}GRACEFUL_TIMEOUT_S"),
+    fetch_retry_initial_s: float = typer.Option(
+        1.0, envvar=f"{ENV}FETCH_RETRY_INITIAL_S", help="First wait before fetching again from an unreachable store."),
+    fetch_retry_max_s: float = typer.Option(
+        30.0, envvar=f"{ENV}FETCH_RETRY_MAX_S", help="Longest wait between fetches from an unreachable store."),
     log_level: str = typer.Option("info", envvar=f"{ENV}LOG_LEVEL"),
     fault_latency_ms: float = typer.Option(0.0, envvar=f"{ENV}FAULT_LATENCY_MS", help="Fault injection: added latency."),
     fault_error_ratio: float = typer.Option(0.0, envvar=f"{ENV}FAULT_ERROR_RATIO", help="Fault injection: share of 500s."),
@@ -60,7 +64,8 @@ def serve(
             max_inflight=max_inflight, max_body_bytes=max_body_bytes, inline_inference=inline_inference,
             drift_enabled=drift, drift_window=drift_window, drift_interval_s=drift_interval_s,
             drift_max_rows_per_interval=drift_max_rows_per_interval, shutdown_delay_s=shutdown_delay_s,
-            graceful_timeout_s=graceful_timeout_s, log_level=log_level,
+            graceful_timeout_s=graceful_timeout_s, fetch_retry_initial_s=fetch_retry_initial_s,
+            fetch_retry_max_s=fetch_retry_max_s, log_level=log_level,
             faults=FaultConfig(
                 added_latency_ms=fault_latency_ms, error_ratio=fault_error_ratio,
                 input_shift=fault_input_shift, output_bias=fault_output_bias, seed=fault_seed,

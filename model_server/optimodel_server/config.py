@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ExecutionProviderName = Literal["cpu", "cuda", "tensorrt"]
 InlineMode = Literal["auto", "always", "never"]
@@ -65,11 +65,26 @@ class ServerConfig(BaseModel):
     drift_max_rows_per_interval: int = Field(2_000, ge=1, description="Sampling cap between two updates.")
     shutdown_delay_s: float = Field(0.0, ge=0.0, le=300.0, description="Not-ready time before draining on SIGTERM.")
     graceful_timeout_s: float = Field(20.0, ge=0.0, le=600.0, description="Longest drain of in-flight requests.")
+    fetch_retry_initial_s: float = Field(
+        1.0, gt=0.0, le=300.0, description="First wait before fetching again from an unreachable artifact store."
+    )
+    fetch_retry_max_s: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Longest wait between fetches from an unreachable store (the wait doubles up to it)."
+    )
     log_level: str = "info"
     faults: FaultConfig = FaultConfig()
     fault_control: bool = Field(
         False, description="Serve GET/PUT /v2/faults to read and change fault injection at runtime (tests, benchmarks)."
     )
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> ServerConfig:
+        if self.fetch_retry_max_s < self.fetch_retry_initial_s:
+            raise ValueError(
+                f"fetch_retry_max_s ({self.fetch_retry_max_s}) must be at least fetch_retry_initial_s "
+                f"({self.fetch_retry_initial_s})"
+            )
+        return self
 
 
 def cgroup_cpu_limit(cpu_max: str | None = None, cfs_quota: str | None = None, cfs_period: str | None = None) -> float | None:

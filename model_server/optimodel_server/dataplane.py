@@ -1,7 +1,8 @@
 """The data plane: what the server does, with no HTTP in sight.
 
-It owns the model's lifecycle (loading -> ready, or refused; ready -> stopping), answers metadata and
-readiness, and runs inference through the batcher, with drift sampling and fault injection around it.
+It owns the model's lifecycle (loading -> ready, or refused; loading -> retrying -> ... while the artifact
+store cannot be reached; ready -> stopping), answers metadata and readiness, and runs inference through the
+batcher, with drift sampling and fault injection around it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import asyncio
 import enum
 import gc
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,7 @@ from .config import FaultConfig, ServerConfig, container_cpu_threads
 from .drift import DriftMonitor
 from .errors import InjectedFault, ModelNotFound, ModelNotReady
 from .faults import FaultInjector, bias_outputs, fault_wire
-from .loader import LoadedModel, ModelRefused, load_model
+from .loader import LoadedModel, ModelRefused, StoreUnavailable, load_model
 from .metrics import ServerMetrics
 from .protocol import InferRequest
 
@@ -37,7 +41,41 @@ class ModelState(str, enum.Enum):
     LOADING = "Loading"  # fetching, verifying, opening, warming up; not ready yet
     READY = "Ready"  # verified, loaded and serving; the only state in which readiness is true
     REFUSED = "Refused"  # failed verification or loading; never served, stays so until a restart
+    # The artifact store could not answer: the fetch is tried again with back-off, forever; nothing is refused
+    # (the operator reports only "Refused" as the server's verdict on an artifact).
+    RETRYING = "Retrying"
     STOPPING = "Stopping"  # shutdown began: readiness false, in-flight requests drain
+
+
+def retry_delay_s(failed_attempts: int, initial_s: float, max_s: float) -> float:
+    """Wait after ``failed_attempts`` failed fetches (>= 1): ``initial_s`` doubling each time, capped at ``max_s``
+    (1, 2, 4, 8, 16, 30, 30 ... s by default), as a kubelet backs off an image pull. Pure."""
+    if failed_attempts < 1:
+        raise ValueError(f"failed_attempts must be >= 1, got {failed_attempts}")
+    # The exponent is bounded so that a server retrying for months does not overflow a float.
+    return min(max_s, initial_s * 2.0 ** min(failed_attempts - 1, 64))
+
+
+@dataclass(frozen=True)
+class RetryStatus:
+    """Where a server waiting for its store stands: what the last try said and when the next one is."""
+
+    reason: str  # HostUnreachable or StoreUnavailable
+    message: str
+    attempt: int  # fetches tried so far, all failed for a transient reason
+    next_try_monotonic: float
+    next_try_at: datetime
+    since: datetime  # when the first try failed
+
+    def wire(self) -> dict[str, Any]:
+        """The readiness body's fields (camelCase, as the rest of the API)."""
+        return {
+            "cause": self.reason,
+            "attempt": self.attempt,
+            "nextTryAt": self.next_try_at.isoformat(timespec="milliseconds"),
+            "nextTryInS": round(max(0.0, self.next_try_monotonic - time.monotonic()), 3),
+            "retryingSince": self.since.isoformat(timespec="milliseconds"),
+        }
 
 
 class DataPlane:
@@ -61,22 +99,72 @@ class DataPlane:
         self.faults = faults or FaultInjector(config.faults)
         self._loader = loader
         self.inflight = 0
+        self.retry: RetryStatus | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Fetch, verify and open the model off the event loop; become ready or refused."""
+        """Fetch, verify and open the model off the event loop; become ready or refused. While the store cannot
+        answer, try again with capped exponential back-off until it does (or the server stops)."""
         threads = self.config.intra_op_threads or container_cpu_threads()
-        try:
-            loaded = await asyncio.to_thread(
-                self._loader, self.config.manifest_uri, self.config.cache_dir, self.config.execution_provider, threads
-            )
-        except ModelRefused as refusal:
-            self._refuse(refusal)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.metrics.fetch_attempts.inc()
+            try:
+                loaded = await asyncio.to_thread(
+                    self._loader, self.config.manifest_uri, self.config.cache_dir, self.config.execution_provider, threads
+                )
+            except StoreUnavailable as unavailable:
+                if self.state is ModelState.STOPPING:
+                    return
+                delay = retry_delay_s(attempt, self.config.fetch_retry_initial_s, self.config.fetch_retry_max_s)
+                self._retry_later(unavailable, attempt, delay)
+                await asyncio.sleep(delay)
+                if self.state is ModelState.STOPPING:
+                    return
+                continue
+            except ModelRefused as refusal:
+                self._end_retrying(attempt)
+                if self.state is not ModelState.STOPPING:
+                    self._refuse(refusal)
+                return
+            self._end_retrying(attempt)
+            if self.state is ModelState.STOPPING:
+                return
+            self._serve(loaded)
             return
-        if self.state is ModelState.STOPPING:
+
+    def _retry_later(self, unavailable: StoreUnavailable, attempt: int, delay_s: float) -> None:
+        now = datetime.now(timezone.utc)
+        since = self.retry.since if self.retry is not None else now
+        self.retry = RetryStatus(
+            reason=unavailable.reason, message=unavailable.message, attempt=attempt,
+            next_try_monotonic=time.monotonic() + delay_s, next_try_at=now + timedelta(seconds=delay_s),
+            since=since,
+        )
+        self.state = ModelState.RETRYING
+        self.state_reason = (
+            f"retrying: the artifact store is unavailable ({unavailable.reason}) after {attempt} attempt(s); "
+            f"next try in {delay_s:.1f} s: {unavailable.message}"
+        )
+        self.metrics.fetch_unavailable(unavailable.reason)
+        self.metrics.fetch_retrying.set(1)
+        self.metrics.ready.set(0)
+        # One line per attempt: at most one every fetch_retry_max_s (30 s) once the back-off is at its cap.
+        log.warning("ARTIFACT STORE UNAVAILABLE (%s), attempt %d, next try in %.1f s: %s",
+                    unavailable.reason, attempt, delay_s, unavailable.message)
+
+    def _end_retrying(self, attempt: int) -> None:
+        if self.retry is None:
             return
-        self._serve(loaded)
+        waited = (datetime.now(timezone.utc) - self.retry.since).total_seconds()
+        log.info("the artifact store answered at attempt %d, after %.1f s of retries", attempt, waited)
+        self.retry = None
+        self.metrics.fetch_retrying.set(0)
+        if self.state is ModelState.RETRYING:
+            self.state = ModelState.LOADING
+            self.state_reason = "loading the artifact"
 
     def _refuse(self, refusal: ModelRefused) -> None:
         self.state = ModelState.REFUSED
@@ -184,6 +272,15 @@ class DataPlane:
     @property
     def ready(self) -> bool:
         return self.state is ModelState.READY
+
+    def not_ready_detail(self) -> dict[str, Any]:
+        """Why readiness is false, for the 503 body: state and reason, and while retrying the attempt count,
+        the next try (time and seconds from now) and the machine-readable cause."""
+        detail: dict[str, Any] = {"state": self.state.value, "reason": self.state_reason}
+        retry = self.retry
+        if self.state is ModelState.RETRYING and retry is not None:
+            detail.update(retry.wire())
+        return detail
 
     def _check_name(self, name: str, version: str | None) -> None:
         if name != self.name:

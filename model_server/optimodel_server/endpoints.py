@@ -129,7 +129,7 @@ def build_app(plane: DataPlane, registry: CollectorRegistry, drain_timeout_s: fl
     def ready(_: Request) -> Response:
         if plane.ready:
             return _json({"ready": True})
-        return _json({"ready": False, "state": plane.state.value, "reason": plane.state_reason}, 503)
+        return _json({"ready": False, **plane.not_ready_detail()}, 503)
 
     def server_metadata(_: Request) -> Response:
         return _json(plane.server_metadata())
@@ -142,7 +142,7 @@ def build_app(plane: DataPlane, registry: CollectorRegistry, drain_timeout_s: fl
         params = request.path_params
         if plane.model_ready(params["model_name"], params.get("version")):
             return _json({"name": plane.name, "ready": True})
-        return _json({"name": plane.name, "ready": False, "state": plane.state.value, "reason": plane.state_reason}, 503)
+        return _json({"name": plane.name, "ready": False, **plane.not_ready_detail()}, 503)
 
     def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from .transient import TRANSIENT_REASONS
+
 # From 100 µs (a small MLP on loopback) to 10 s (a stuck GPU): the SLO is read off these buckets.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
@@ -73,6 +75,22 @@ class ServerMetrics:
             "Artifacts not served for a reason other than integrity (fetch failed, gate not passed, ONNX Runtime refused).",
             (*labels, "reason"), registry=registry,
         )
+        self._fetch_attempts = Counter(
+            "optimodel_artifact_fetch_attempts",
+            "Fetches of the artifact begun: 1 after a start whose store answered, n+1 after n retries.",
+            labels, registry=registry,
+        )
+        self._fetch_unavailable = Counter(
+            "optimodel_artifact_fetch_unavailable",
+            "Fetches that failed because the store could not answer now (HostUnreachable, StoreUnavailable), "
+            "each followed by a retry with back-off; never an integrity failure.",
+            (*labels, "reason"), registry=registry,
+        )
+        self._fetch_retrying = Gauge(
+            "optimodel_artifact_fetch_retrying",
+            "1 while the server waits to fetch its artifact again from an unreachable store.",
+            labels, registry=registry,
+        )
         self._provider_fallback = Counter(
             "optimodel_execution_provider_fallback",
             "Asked-for execution providers that were not available, and what ran instead.",
@@ -120,6 +138,8 @@ class ServerMetrics:
         self.batch_size = self._batch_size.labels(**b)
         self.load_seconds = self._load_seconds.labels(**b)
         self.ready = self._ready.labels(**b)
+        self.fetch_attempts = self._fetch_attempts.labels(**b)
+        self.fetch_retrying = self._fetch_retrying.labels(**b)
         self.drift_output_psi = self._drift_output_psi.labels(**b)
         self.drift_max_psi = self._drift_max_psi.labels(**b)
         self.drift_samples = self._drift_samples.labels(**b)
@@ -130,8 +150,12 @@ class ServerMetrics:
         # server answers, not just 200: a series born at its first error loses what it counted before its
         # first scrape (measured: 76 injected 500s within one scrape interval read as an increase of 0).
         self.ready.set(0)
+        self.fetch_retrying.set(0)
         for code in ANSWER_CODES:
             self.requests_by_code(code)
+        # At zero from the start too: an alert on increase() sees the store's first outage.
+        for reason in TRANSIENT_REASONS:
+            self._fetch_unavailable.labels(**b, reason=reason)
 
     def requests_by_code(self, code: int) -> Counter:
         child = self._by_code.get(code)
@@ -152,6 +176,9 @@ class ServerMetrics:
 
     def load_failure(self, reason: str) -> None:
         self._load_failures.labels(**self.base, reason=reason).inc()
+
+    def fetch_unavailable(self, reason: str) -> None:
+        self._fetch_unavailable.labels(**self.base, reason=reason).inc()
 
     def provider_fallback(self, requested: str, used: str) -> None:
         self._provider_fallback.labels(**self.base, requested=requested, used=used).inc()

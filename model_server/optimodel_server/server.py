@@ -26,13 +26,16 @@ def served_name(config: ServerConfig) -> str:
     """The model name clients use: the flag, else the manifest's variant name read without the blob."""
     if config.model_name:
         return config.model_name
-    from optimodel_contracts.artifacts import ArtifactIntegrityError, read_manifest
+    from optimodel_contracts.artifacts import read_manifest
 
     try:
         return read_manifest(config.manifest_uri).name
-    except (ArtifactIntegrityError, OSError, ValueError) as error:
-        # The load will refuse the artifact and say why; the server still answers health and metadata.
-        log.error("cannot read the manifest's model name (%s); serving under 'model'", error)
+    except Exception as error:  # noqa: BLE001 - botocore's connection errors are not OSError
+        # The load will refuse the artifact (or retry an unreachable store) and say why; the server still
+        # answers health and metadata. The name is fixed now (every metric carries it): with the store down at
+        # start, a server without --model-name keeps serving under 'model' after the store returns.
+        log.error("cannot read the manifest's model name (%s: %s); serving under 'model' (set --model-name)",
+                  type(error).__name__, error)
         return "model"
 
 
