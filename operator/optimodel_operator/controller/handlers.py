@@ -2,8 +2,9 @@
 planner, apply what it decided.
 
 Level-triggered: every trigger (the resource created, changed or found at start-up; one of its Jobs or
-Deployments changing) runs the same reconcile, which reads everything back from the API server and the
-store, recomputes the whole status and patches only what differs. Killed at any moment, the operator
+Deployments changing, one of its Services deleted) runs the same reconcile, which reads everything back
+(from kopf's watch streams where they are provably current, else from the API server: controller/cache.py)
+and from the store, recomputes the whole status and patches only what differs. Killed at any moment, the operator
 resumes from what is stored: Jobs have deterministic names (a second create is refused), results live
 in the store.
 
@@ -28,10 +29,11 @@ from kubernetes.client.exceptions import ApiException
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
 from optimodel_operator.controller import analysis, kube, metrics, store
+from optimodel_operator.controller.cache import CACHE, DEPLOYMENTS, JOBS, MODELS, SERVICES
 from optimodel_operator.controller.quiet import HeldStatus, routine
 from optimodel_operator.controller.settings import planner_config, prometheus_timeout_s, prometheus_url
 from optimodel_operator.controller.wakeups import RETRY_AFTER_ERROR_S, Wakeups
-from optimodel_operator.planner.naming import LABEL_MANAGED_BY, MANAGED_BY
+from optimodel_operator.planner.naming import LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY
 from optimodel_operator.planner.reconcile import Decision, reconcile
 from optimodel_operator.planner.revision import effective_store, job_plans
 from optimodel_operator.planner.validation import judge_spec
@@ -63,7 +65,7 @@ def clients() -> kube.Clients:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     # Keep kopf's bookkeeping in annotations: the structural schema would prune status.kopf. Under a prefix
     # of its own: kopf leaves every annotation of its storage's prefix out of the diff, and the rollout's
     # commands (optimodel.io/command) and fault flags (optimodel.io/inject-faults) must trigger a reconcile.
@@ -79,7 +81,110 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # (benchmarks/scale.py).
     settings.execution.max_workers = 16
     clients()
+    # kopf hands its indices (the functions' names) to startup handlers; reconciles read them through CACHE.
+    for plural, index_name in _INDICES.items():
+        CACHE.attach(plural, kwargs[index_name])
     _wakeups.start()
+    _start_auditor()
+
+
+# The watch caches (controller/cache.py). async: kopf would run a sync index function on its thread pool, where
+# the reconciles wait; these only copy the body.
+@kopf.index(GROUP, VERSION, PLURAL)
+async def model_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    return CACHE.index(MODELS, body)
+
+
+def _child_index(plural: str, body: kopf.Body) -> dict[Any, Any] | None:
+    return CACHE.index(plural, body, (body.get("metadata", {}).get("labels") or {}).get(LABEL_MODEL))
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def job_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    return _child_index(JOBS, body)
+
+
+@kopf.index("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def deployment_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    return _child_index(DEPLOYMENTS, body)
+
+
+@kopf.index("", "v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def service_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    return _child_index(SERVICES, body)
+
+
+_INDICES = {MODELS: "model_index", JOBS: "job_index", DEPLOYMENTS: "deployment_index", SERVICES: "service_index"}
+
+
+def _list_all(plural: str) -> list[dict[str, Any]]:
+    """Every object of an indexed kind the operator manages (names and uids only), for the cache's audit:
+    cluster-wide, or namespace by namespace (those the cache holds objects in) where the operator's role is
+    namespaced and a cluster-wide list is forbidden."""
+    api = clients()
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+    def names(items: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for item in items:
+            meta = item["metadata"] if isinstance(item, dict) else item.metadata.to_dict()
+            out.append({"metadata": {k: meta.get(k) for k in ("namespace", "name", "uid")}})
+        return out
+
+    if plural == MODELS:
+        cluster = lambda: api.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]  # noqa: E731
+        namespaced = lambda ns: api.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]  # noqa: E731
+    else:
+        every = {JOBS: api.batch.list_job_for_all_namespaces, DEPLOYMENTS: api.apps.list_deployment_for_all_namespaces,
+                 SERVICES: api.core.list_service_for_all_namespaces}[plural]
+        one = {JOBS: api.batch.list_namespaced_job, DEPLOYMENTS: api.apps.list_namespaced_deployment,
+               SERVICES: api.core.list_namespaced_service}[plural]
+        cluster = lambda: every(label_selector=selector).items  # noqa: E731
+        namespaced = lambda ns: one(ns, label_selector=selector).items  # noqa: E731
+    try:
+        return names(cluster())
+    except ApiException as error:
+        if error.status != 403:
+            raise
+    return [entry for ns in CACHE.namespaces(plural) for entry in names(namespaced(ns))]
+
+
+def _vanished(plural: str, body: dict[str, Any]) -> None:
+    """An object deleted while a watch stream was down: a model is forgotten, a child's model reconciled."""
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    if plural == MODELS:
+        _wakeups.cancel(namespace, name)
+        metrics.MODELS.forget(namespace, name)
+        _held.forget((namespace, name))
+        return
+    owner = _owner_name(body)
+    if owner is not None:
+        _wakeups.schedule(namespace, owner, 0)
+
+
+def _audit_forever() -> None:
+    while True:
+        CACHE.wait_relisted()
+        time.sleep(AUDIT_AFTER_RELIST_S)  # let the listing that was noticed finish first
+        try:
+            found = CACHE.audit(_list_all, _vanished)
+            logging.getLogger(__name__).info("a watch listed again: %d cached object(s) were gone", found)
+        except Exception as error:  # noqa: BLE001 - the next relist, or this one again, audits again
+            logging.getLogger(__name__).warning("audit of the watch caches failed: %s; again in %.0f s", error,
+                                                AUDIT_AFTER_RELIST_S)
+            CACHE.relisted_again()
+
+
+AUDIT_AFTER_RELIST_S = 5.0
+_auditor: threading.Thread | None = None
+
+
+def _start_auditor() -> None:
+    global _auditor
+    if _auditor is None:
+        _auditor = threading.Thread(target=_audit_forever, name="optimodel-cache-audit", daemon=True)
+        _auditor.start()
 
 
 def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) -> Decision:
@@ -89,7 +194,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
     started = time.monotonic()
     with _model_lock(namespace, name):
         _queued_done((namespace, name))  # from here on, everything is read afresh: later child events count again
-        fresh = kube.read_model(api, namespace, name)
+        fresh = kube.model(api, CACHE, namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             _wakeups.cancel(namespace, name)
             metrics.MODELS.forget(namespace, name)
@@ -102,7 +207,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
         verdict = judge_spec(view.spec, config)
         plans = job_plans(verdict.spec, view.name, effective_store(verdict.spec, config.default_artifacts_uri)) \
             if verdict.spec is not None else []
-        observed = kube.observe(api, view, plans, store.read_run, config.server_port)
+        observed = kube.observe(api, view, plans, store.read_run, config.server_port, CACHE)
         decision = reconcile(view, _now(), config, observed)
         analysed = decision.analysis is not None
         if decision.analysis is not None:
@@ -110,12 +215,23 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
             logger.info("analysis of revision %s over %s: %s (%s)", result.request.revision, result.window,
                         result.assessment.verdict.value, result.assessment.reason)
             decision = reconcile(view, result.time, config, dataclasses.replace(observed, analysis=result))
-        changes = kube.apply_actions(api, namespace, decision.actions)
+        changes = kube.apply_actions(api, namespace, decision.actions, CACHE)
         if routine(current.get("status") or {}, decision.status_patch, analysed, decision.events, changes):
             assert decision.status_patch is not None
             _held.hold((namespace, name), fresh["metadata"].get("resourceVersion", ""), decision.status_patch)
         elif decision.status_patch:
-            kube.patch_status(api, namespace, name, _held.with_held((namespace, name), decision.status_patch))
+            try:
+                kube.patch_status(api, namespace, name, _held.with_held((namespace, name), decision.status_patch),
+                                  CACHE)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                # Deleted meanwhile (or while a watch was down, and still cached): nothing left to reconcile.
+                CACHE.gone(MODELS, namespace, name)
+                _wakeups.cancel(namespace, name)
+                metrics.MODELS.forget(namespace, name)
+                _held.forget((namespace, name))
+                return decision
         # The operator's metrics come from the status just decided (the whole of it, written or unchanged).
         metrics.MODELS.observe(namespace, name, fresh.get("spec") or {}, decision.status)
         for verb, kind, child in changes:
@@ -137,7 +253,7 @@ def reconcile_model(body: dict[str, Any], logger: logging.Logger | kopf.Logger) 
 
 
 def _wake(namespace: str, name: str) -> None:
-    model = kube.read_model(clients(), namespace, name)
+    model = kube.model(clients(), CACHE, namespace, name)
     if model is not None:
         reconcile_model(model, logging.getLogger("optimodel.rollout"))
 
@@ -157,6 +273,7 @@ def stop_wakeups(**_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def reconcile_on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    CACHE.mark_synced()
     decision = reconcile_model(dict(body), logger)
     if decision.permanent_error:
         # Not retried: only a spec change (a new update event) can fix it; the status says why.
@@ -165,6 +282,7 @@ def reconcile_on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def model_event(event: kopf.RawEvent, **_: Any) -> None:
+    CACHE.mark_synced()
     # No reconcile runs for a deleted model (no finalizer, on purpose): its metrics are dropped here.
     if event.get("type") == "DELETED":
         meta = event["object"].get("metadata", {})
@@ -201,6 +319,7 @@ def _queued_done(key: tuple[str, str]) -> None:
 
 
 def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
+    CACHE.mark_synced()
     owner = _owner_name(body)
     namespace = body.get("metadata", {}).get("namespace")
     if owner is None or namespace is None:
@@ -208,7 +327,7 @@ def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
     if not _queue((namespace, owner)):
         return
     try:
-        model = kube.read_model(clients(), namespace, owner)
+        model = kube.model(clients(), CACHE, namespace, owner)
         if model is None:
             return  # the resource is gone; the garbage collector takes its children
         reconcile_model(model, logger)
@@ -243,3 +362,11 @@ def job_changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 def deployment_changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     _on_child(body, logger)
 
+
+
+# A Service deleted by someone is re-created at once (it has left the cache with the watch's DELETED event).
+# Only deletions: the Services' other changes are this operator's own applies, which need no reconcile.
+@kopf.on.event("", "v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def service_changed(body: kopf.Body, event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        _on_child(body, logger)

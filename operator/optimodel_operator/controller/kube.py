@@ -1,8 +1,9 @@
 """The operator's only conversation with the API server beyond kopf's watches: read an OptimizedModel's
 children, apply what the planner decided, patch the status.
 
-Children are always read back from the API server (never remembered), so an operator restarted at any
-moment resumes from what is stored.
+In steady state children and models are read from kopf's watch streams (controller/cache.py), and from
+the API server whenever the cache cannot vouch for being as new as this process's own last write; nothing
+is remembered across a restart, so an operator restarted at any moment resumes from what is stored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from optimodel_operator.api.meta import GROUP, PLURAL, VERSION
+from optimodel_operator.controller.cache import DEPLOYMENTS, JOBS, MODELS, PLURAL_OF_KIND, SERVICES, WatchCache
 from optimodel_operator.planner.loop import Actions, DeploymentObservation, JobObservation, Observed, RouteWeights
 from optimodel_operator.planner.naming import (
     ANNOTATION_DRIFT_PROFILED,
@@ -177,13 +179,24 @@ def _unready_reason(clients: Clients, deployment: Mapping[str, Any], port: int, 
     return None
 
 
+def _children(clients: Clients, cache: WatchCache | None, plural: str, namespace: str, model_label: str,
+              uid: str) -> list[dict[str, Any]]:
+    """A model's children of one kind: from the watch cache when it can answer, else listed from the API."""
+    cached = cache.children(plural, namespace, model_label) if cache is not None else None
+    if cached is not None:
+        return _owned(cached, uid)
+    selector = f"{LABEL_MODEL}={model_label}"
+    listing = {JOBS: clients.batch.list_namespaced_job, DEPLOYMENTS: clients.apps.list_namespaced_deployment,
+               SERVICES: clients.core.list_namespaced_service}[plural]
+    return _owned(listing(namespace, label_selector=selector).items, uid)
+
+
 def observe(clients: Clients, view: ResourceView, plans: list[JobPlan],
-            read_run: Any, server_port: int = 8080) -> Observed:
-    selector = f"{LABEL_MODEL}={label_value(view.name)}"
-    ns = view.namespace
-    jobs = _owned(clients.batch.list_namespaced_job(ns, label_selector=selector).items, view.uid)
-    deployments = _owned(clients.apps.list_namespaced_deployment(ns, label_selector=selector).items, view.uid)
-    services = _owned(clients.core.list_namespaced_service(ns, label_selector=selector).items, view.uid)
+            read_run: Any, server_port: int = 8080, cache: WatchCache | None = None) -> Observed:
+    label, ns = label_value(view.name), view.namespace
+    jobs = _children(clients, cache, JOBS, ns, label, view.uid)
+    deployments = _children(clients, cache, DEPLOYMENTS, ns, label, view.uid)
+    services = _children(clients, cache, SERVICES, ns, label, view.uid)
     runs: dict[str, RunObservation] = {plan.job_name: read_run(plan) for plan in plans}
     seen_deployments = {}
     for d in deployments:
@@ -225,12 +238,21 @@ def _digest(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tuple[str, str, str]]:
-    """Create, apply, delete; returns (verb, kind, name) for each change actually made (for events)."""
+def _wrote(cache: WatchCache | None, kind: str, namespace: str, name: str, resource_version: str | None) -> None:
+    plural = PLURAL_OF_KIND.get(kind)
+    if cache is not None and plural is not None:
+        cache.wrote(plural, namespace, name, resource_version)
+
+
+def apply_actions(clients: Clients, namespace: str, actions: Actions,
+                  cache: WatchCache | None = None) -> list[tuple[str, str, str]]:
+    """Create, apply, delete; returns (verb, kind, name) for each change actually made (for events). Each
+    write is noted in the cache, so that the next reconcile reads the API until the watch has delivered it."""
     done: list[tuple[str, str, str]] = []
     for obj in actions.create:
         try:
-            _resource(clients, obj).create(body=obj, namespace=namespace)
+            created = _resource(clients, obj).create(body=obj, namespace=namespace)
+            _wrote(cache, obj["kind"], namespace, obj["metadata"]["name"], created.metadata.resourceVersion)
             done.append(("Created", obj["kind"], obj["metadata"]["name"]))
         except ApiException as error:
             if error.status != 409:  # already there: created by an earlier reconcile
@@ -239,6 +261,13 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
         resource = _resource(clients, obj)
         name = obj["metadata"]["name"]
         key = (obj["apiVersion"], obj["kind"], namespace, name)
+        digest = _digest(obj)
+        plural = PLURAL_OF_KIND.get(obj["kind"])
+        known, cached = cache.lookup(plural, namespace, name) if cache is not None and plural else (False, None)
+        if known and cached is not None and _applied.get(key) == (digest, cached["metadata"].get("resourceVersion")):
+            continue  # the watch shows the version this body was applied to, unchanged since: nothing to send
+        # Anything else (the cache behind, the child changed or absent) is checked against the API server, so a
+        # child just created is not reported created twice, and a no-op apply is not sent.
         try:
             before = resource.get(name=name, namespace=namespace).metadata.resourceVersion
         except ApiException as error:
@@ -246,19 +275,21 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
                 raise
             before = None
             _applied.pop(key, None)
-        digest = _digest(obj)
         if before is not None and _applied.get(key) == (digest, before):
             continue  # the same body onto the same object version: the apply would change nothing
         after = resource.server_side_apply(body=obj, name=name, namespace=namespace, field_manager=FIELD_MANAGER,
                                            force_conflicts=True).metadata.resourceVersion
         _applied[key] = (digest, after)
+        _wrote(cache, obj["kind"], namespace, name, after)
         if before is None:
             done.append(("Created", obj["kind"], name))
         elif before != after:
             done.append(("Updated", obj["kind"], name))
     for name, replicas in actions.scale:
         try:
-            clients.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+            scaled = clients.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+            # The scale subresource answers with its Deployment's resourceVersion.
+            _wrote(cache, "Deployment", namespace, name, scaled.metadata.resourceVersion)
             done.append(("Scaled", "Deployment", f"{name} to {replicas}"))
         except ApiException as error:
             if error.status != 404:
@@ -268,6 +299,7 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions) -> list[tu
     for kind, name in actions.delete:
         api_version = {"Deployment": "apps/v1", "Job": "batch/v1"}.get(kind, "v1")  # a Job is rerun by deleting it
         _applied.pop((api_version, kind, namespace, name), None)
+        _wrote(cache, kind, namespace, name, None)
         try:
             clients.dynamic.resources.get(api_version=api_version, kind=kind).delete(
                 name=name, namespace=namespace, body={"propagationPolicy": "Background"})
@@ -342,5 +374,27 @@ def read_model(clients: Clients, namespace: str, name: str) -> dict[str, Any] | 
         raise
 
 
-def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-    clients.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": patch})
+def model(clients: Clients, cache: WatchCache | None, namespace: str, name: str) -> dict[str, Any] | None:
+    """The OptimizedModel as last delivered by the watch when that is not older than this process's last status
+    patch of it (controller/cache.py), else from the API server; None when it does not exist."""
+    if cache is not None:
+        known, body = cache.lookup(MODELS, namespace, name)
+        if known:
+            return body
+    body = read_model(clients, namespace, name)
+    if cache is not None:
+        if body is None:
+            cache.gone(MODELS, namespace, name)
+        cache.confirm(MODELS, namespace, name, body)
+    return body
+
+
+def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str, Any],
+                 cache: WatchCache | None = None) -> None:
+    """Patch the status; the version answered is noted, so no reconcile plans from a cached model older than it."""
+    patched = clients.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                                   {"status": patch})
+    if cache is not None:
+        # No version answered (never seen): "" is never delivered, so the model is read from the API until the
+        # cache is confirmed current by one such read.
+        cache.wrote(MODELS, namespace, name, ((patched or {}).get("metadata") or {}).get("resourceVersion") or "")
