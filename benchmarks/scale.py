@@ -26,7 +26,9 @@ Figures:
   apart; reads (GET, LIST) per model per minute, split into watches (verb WATCH: the long-lived watch requests,
   counted by the API server as each one ends) and every other read, and the other reads again restricted to
   the kinds the operator reads (OPERATOR_READ_RESOURCES; the control plane's own discovery and endpoint reads
-  are not the operator's); every (verb, resource) counted is printed.
+  are not the operator's) of one object or one namespace, what a reconcile reads; cluster-wide lists of those
+  kinds (kopf relisting, kube-apiserver's own Service repair loop) are counted apart; every (verb, resource)
+  counted is printed.
 
 Targets: 300 models on 100 nodes: all Ready within 60 s of the last apply, operator RSS <= 300 MiB,
 steady_api_writes_per_model_per_min == 0, and reads only from watches: no GET or LIST of a kind the operator
@@ -61,6 +63,7 @@ MODEL_NAME = "digits"
 POOL = "sim"
 STORE = "file:///var/lib/optimodel/store/scale"
 Counter = dict[tuple[str, str, str], float]
+ScopedCounter = dict[tuple[str, str, str, str], float]  # (verb, resource, subresource, scope)
 
 
 # --- pure helpers (tests/unit/test_scale_benchmark.py) --------------------------------------------------------
@@ -77,6 +80,24 @@ def parse_request_counts(metrics_text: str) -> Counter:
                 continue
             key = (sample.labels.get("verb", ""), sample.labels.get("resource", ""),
                    sample.labels.get("subresource", ""))
+            counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def parse_scoped_request_counts(metrics_text: str) -> ScopedCounter:
+    """apiserver_request_total summed by (verb, resource, subresource, scope): scope is "resource" (one object),
+    "namespace" or "cluster" (a list or watch of one namespace or of all)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: ScopedCounter = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            key = (sample.labels.get("verb", ""), sample.labels.get("resource", ""),
+                   sample.labels.get("subresource", ""), sample.labels.get("scope", ""))
             counts[key] = counts.get(key, 0.0) + sample.value
     return counts
 
@@ -99,16 +120,19 @@ def classify(delta: Counter) -> dict[str, float]:
     return out
 
 
-def classify_reads(delta: Counter) -> dict[str, float]:
-    """Reads in a window: watch requests, every other read, and those other reads of the operator's kinds."""
-    out = {"watch": 0.0, "nonwatch": 0.0, "operator_nonwatch": 0.0}
-    for (verb, resource, _), count in delta.items():
+def classify_reads(delta: ScopedCounter) -> dict[str, float]:
+    """Reads in a window: watch requests; every other read; those other reads of the operator's kinds that name
+    one object or one namespace (what a reconcile reads: a model, its children); and cluster-wide lists of the
+    operator's kinds (a kopf relist, the watch cache's audit after one, and kube-apiserver's own repair loop,
+    which lists every Service every few minutes: none of them per model)."""
+    out = {"watch": 0.0, "nonwatch": 0.0, "operator_nonwatch": 0.0, "operator_cluster_lists": 0.0}
+    for (verb, resource, _, scope), count in delta.items():
         if verb == "WATCH":
             out["watch"] += count
         elif verb in READ_VERBS:
             out["nonwatch"] += count
             if resource in OPERATOR_READ_RESOURCES:
-                out["operator_nonwatch"] += count
+                out["operator_cluster_lists" if scope == "cluster" else "operator_nonwatch"] += count
     return out
 
 
@@ -207,11 +231,11 @@ def prepare_artifact(namespace_manifest: dict[str, Any]) -> tuple[float, bool]:
     return time.monotonic() - started, False
 
 
-def scrape(cluster: Any) -> Counter:
+def scrape(cluster: Any) -> str:
     with cluster._https() as client:  # the admin identity (system:masters) may read /metrics
         response = client.get(f"{cluster.apiserver_url}/metrics", timeout=30)
     response.raise_for_status()
-    return parse_request_counts(response.text)
+    return response.text
 
 
 def list_models(cluster: Any) -> list[dict[str, Any]]:
@@ -300,7 +324,7 @@ def main() -> None:
         assert operator.process is not None
         pid = operator.process.pid
         cpu_start = proc_cpu_s(pid)
-        counts_start = scrape(cluster)
+        counts_start = parse_request_counts(scrape(cluster))
 
         apply_started = time.monotonic()
         cluster.kubectl("apply", "-f", "-", timeout=600,
@@ -333,7 +357,7 @@ def main() -> None:
         all_ready_s = time.monotonic() - applied
         cpu_ready = proc_cpu_s(pid)
         rss_ready, _ = proc_rss_mib(pid)
-        counts_ready = scrape(cluster)
+        counts_ready = parse_request_counts(scrape(cluster))
         log(f"all {args.models} Ready {all_ready_s:.1f}s after the apply; operator RSS {rss_ready:.0f} MiB, "
             f"CPU {cpu_ready - cpu_start:.1f}s")
         jobs = len(json.loads(cluster.kubectl("get", "jobs", "-A", "-o", "json").stdout)["items"])
@@ -343,17 +367,21 @@ def main() -> None:
         log(f"{jobs} Job(s), {len(deployments)} Deployment(s), {len(pods)} pod(s) on {len(on_nodes)} simulated nodes")
 
         time.sleep(args.settle)
-        counts_before = scrape(cluster)
+        text_before = scrape(cluster)
+        counts_before = parse_request_counts(text_before)
         cpu_before = proc_cpu_s(pid)
         window_started = time.monotonic()
         time.sleep(args.quiet_window)
-        counts_after = scrape(cluster)
+        text_after = scrape(cluster)
+        counts_after = parse_request_counts(text_after)
         window = time.monotonic() - window_started
         cpu_after = proc_cpu_s(pid)
         rss_now, rss_peak = proc_rss_mib(pid)
         delta = counter_delta(counts_before, counts_after)
         kinds = classify(delta)
-        reads = classify_reads(delta)
+        scoped = counter_delta(parse_scoped_request_counts(text_before),  # type: ignore[arg-type]
+                               parse_scoped_request_counts(text_after))  # type: ignore[arg-type]
+        reads = classify_reads(scoped)  # type: ignore[arg-type]
         for (verb, resource, sub), count in sorted(delta.items()):
             if verb != "WATCH":
                 log(f"  steady state: {verb} {resource}{'/' + sub if sub else ''}: {count:.0f}")
@@ -361,8 +389,9 @@ def main() -> None:
         writes_by = {f"{verb} {resource}{'/' + sub if sub else ''}": int(count)
                      for (verb, resource, sub), count in sorted(delta.items())
                      if verb in WRITE_VERBS and resource not in SIMULATED_KUBELET_RESOURCES}
-        reads_by = {f"{verb} {resource}{'/' + sub if sub else ''}": int(count)
-                    for (verb, resource, sub), count in sorted(delta.items()) if verb in READ_VERBS | {"WATCH"}}
+        reads_by = {f"{verb} {resource}{'/' + sub if sub else ''} ({scope})": int(count)
+                    for (verb, resource, sub, scope), count in sorted(scoped.items())  # type: ignore[misc]
+                    if verb in READ_VERBS | {"WATCH"}}
     finally:
         if operator is not None:
             operator.stop()
@@ -387,6 +416,7 @@ def main() -> None:
                                                              4),
         "steady_api_operator_nonwatch_reads_per_model_per_min": round(
             per_model_per_min(reads["operator_nonwatch"], args.models, window), 4),
+        "steady_api_operator_kinds_cluster_lists": int(reads["operator_cluster_lists"]),
         "steady_api_reads_by_request": reads_by,
         "steady_simulated_kubelet_writes_per_min": round(kinds["simulated_kubelet_writes"] / (window / 60), 1),
         "ramp_api_writes": int(ramp["writes"]),

@@ -384,11 +384,27 @@ def test_the_benchmark_splits_reads_into_watches_and_other_reads_of_the_operator
     from optimodel_operator.testing.scripts import load_script
 
     scale = load_script("benchmarks/scale.py", "optimodel_scale_benchmark_reads")
-    delta = {("WATCH", "deployments", ""): 3, ("GET", "optimizedmodels", ""): 2, ("LIST", "services", ""): 1,
-             ("GET", "endpoints", ""): 4, ("GET", "", ""): 5, ("PUT", "leases", ""): 9}
-    assert scale.classify_reads(delta) == {"watch": 3, "nonwatch": 12, "operator_nonwatch": 3}
-    assert scale.classify_reads({("WATCH", "services", ""): 2, ("GET", "endpointslices", ""): 1}) == {
-        "watch": 2, "nonwatch": 1, "operator_nonwatch": 0}
+    delta = {("WATCH", "deployments", "", "cluster"): 3, ("GET", "optimizedmodels", "", "resource"): 2,
+             ("LIST", "services", "", "namespace"): 1, ("LIST", "services", "", "cluster"): 1,
+             ("GET", "endpoints", "", "resource"): 4, ("GET", "", "", ""): 5, ("PUT", "leases", "", "resource"): 9}
+    assert scale.classify_reads(delta) == {"watch": 3, "nonwatch": 13, "operator_nonwatch": 3,
+                                           "operator_cluster_lists": 1}
+    assert scale.classify_reads({("WATCH", "services", "", "cluster"): 2,
+                                 ("GET", "endpointslices", "", "resource"): 1}) == {
+        "watch": 2, "nonwatch": 1, "operator_nonwatch": 0, "operator_cluster_lists": 0}
+    text = ("# TYPE apiserver_request_total counter\n"
+            'apiserver_request_total{code="200",resource="services",scope="cluster",subresource="",verb="LIST"} 2\n'
+            'apiserver_request_total{code="200",resource="services",scope="namespace",subresource="",verb="LIST"} 3\n'
+            'apiserver_request_total{code="404",resource="services",scope="namespace",subresource="",verb="LIST"} 1\n')
+    assert scale.parse_scoped_request_counts(text) == {("LIST", "services", "", "cluster"): 2,
+                                                       ("LIST", "services", "", "namespace"): 4}
+
+
+def test_what_a_reconcile_is_handed_is_a_copy_it_may_change(world: Any) -> None:
+    server, watch, cache, clients = world
+    model = kube.model(clients, cache, NS, MODEL)
+    model["status"]["currentStep"] = 7
+    assert kube.model(clients, cache, NS, MODEL)["status"]["currentStep"] == 0
 
 
 def test_the_audit_lists_namespace_by_namespace_where_a_cluster_wide_list_is_forbidden(

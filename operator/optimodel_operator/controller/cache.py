@@ -92,7 +92,9 @@ class WatchCache:
                 self._relisted.set()
             else:
                 history.append(rv)
-        kept = copy.deepcopy(dict(body))
+        kept = copy.deepcopy({k: v for k, v in body.items() if k != "metadata"})
+        # managedFields are most of a child's size and nothing here reads them.
+        kept["metadata"] = copy.deepcopy({k: v for k, v in meta.items() if k != "managedFields"})
         out: dict[Any, Body] = {("name", namespace, name): kept}
         if model_label is not None:
             out[("model", namespace, model_label)] = kept
@@ -165,7 +167,8 @@ class WatchCache:
             body = bodies[0] if bodies else None
             if not self._fresh_locked((plural, namespace, name), body):
                 return self._miss(plural)
-        return True, body
+        # A copy: the reconcile may change what it is handed; the cache must keep what the watch delivered.
+        return True, copy.deepcopy(body)
 
     def children(self, plural: str, namespace: str, model_label: str) -> list[Body] | None:
         """The objects of a kind labelled with the model, or None when the API server must be asked (the
@@ -187,7 +190,7 @@ class WatchCache:
                         return self._miss(plural)[1]
                 if not self._fresh_locked(key, current):
                     return self._miss(plural)[1]
-        return bodies
+        return copy.deepcopy(bodies)
 
     def confirm(self, plural: str, namespace: str, name: str, api_body: Mapping[str, Any] | None) -> None:
         """The API server was asked: when the cache holds exactly what it answered, it is current again (this
