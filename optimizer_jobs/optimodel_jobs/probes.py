@@ -134,8 +134,18 @@ def _fast_options(uri: str) -> dict[str, Any]:
 
 def _read_probe(uri: str) -> None:
     fs, path = fsspec.core.url_to_fs(uri, **_fast_options(uri))
-    with fs.open(path, "rb") as handle:
-        handle.read(1)
+    try:
+        with fs.open(path, "rb") as handle:
+            handle.read(1)
+    except PermissionError:
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol not in _BUCKETED:
+            raise
+        # Opening starts with a HEAD, whose 403 has no body: rejected keys (InvalidAccessKeyId,
+        # SignatureDoesNotMatch) and an identity without the right read the same. A one-byte GET carries the
+        # service's error code, so that the reason names the credentials when they are the cause.
+        fs.cat_file(path, start=0, end=1)
+        raise
 
 
 def _write_probe(uri: str) -> None:
