@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 
 PODS = "/api/v1/pods"
 BOUND = {"fieldSelector": "spec.nodeName!="}
+# A pod worker that crashed (an exception nobody foresaw) is replaced after a back-off that doubles with each
+# crash of the same pod's workers, up to the cap; a worker that ran WORKER_BACKOFF_RESET_SECONDS without
+# crashing starts the count again. Short next to a container's CrashLoopBackOff: the pod's processes are
+# unattended meanwhile, and a crash of the agent's own code is more often a passing cause than a loop.
+WORKER_BACKOFF_SECONDS = 1.0
+WORKER_BACKOFF_MAX_SECONDS = 60.0
+WORKER_BACKOFF_RESET_SECONDS = 600.0
+TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 def pid_file(state_dir: Path) -> Path:
@@ -59,6 +67,8 @@ class Agent:
         self.workers: dict[str, PodWorker] = {}
         self.workers_lock = threading.Lock()
         self.records: dict[str, tuple[Path, PodRecord]] = {}
+        # Per pod uid: how many of its workers crashed in a row, and when the last one did (time.monotonic()).
+        self.crashes: dict[str, tuple[int, float]] = {}
         self.api: KubeApi | None = None
         self.context: AgentContext | None = None
 
@@ -183,19 +193,73 @@ class Agent:
         with self.workers_lock:
             worker = self.workers.get(uid)
             if worker is not None:
-                if not worker.finished.is_set():
-                    worker.update(pod)
+                # A finished worker keeps the latest pod too: a crashed one's replacement starts from it.
+                worker.update(pod)
                 return
             existing = self.records.pop(uid, None)
             phase = (pod.get("status") or {}).get("phase")
-            if existing is None and (meta.get("deletionTimestamp") or phase in ("Succeeded", "Failed")):
+            if existing is None and (meta.get("deletionTimestamp") or phase in TERMINAL_PHASES):
                 # Nothing of this pod runs here: a deleted one only needs the final delete; a finished one stays.
                 if meta.get("deletionTimestamp"):
                     self._final_delete(pod)
                 return
-            worker = PodWorker(self.context, pod, existing[1] if existing else None)
+            worker = PodWorker(self.context, pod, existing[1] if existing else None, on_crash=self._worker_crashed)
             self.workers[uid] = worker
         worker.start()
+
+    def _worker_crashed(self, worker: PodWorker) -> None:
+        """Called from a worker that ended on an exception: log it and start another after the back-off.
+        Before, the pod was skipped from then on: its processes ran unattended (no restart, no probe, no
+        status) and a deletion never finished."""
+        now = time.monotonic()
+        with self.workers_lock:
+            count, last = self.crashes.get(worker.uid, (0, now))
+            count = 1 if now - last > WORKER_BACKOFF_RESET_SECONDS else count + 1
+            self.crashes[worker.uid] = (count, now)
+        delay = min(WORKER_BACKOFF_SECONDS * 2 ** (count - 1), WORKER_BACKOFF_MAX_SECONDS)
+        log.error("pod worker %s/%s ended on an exception (crash %d of this pod's workers); a new worker in %.0f s:\n%s",
+                  worker.namespace, worker.pod_name, count, delay, (worker.crash or "").rstrip())
+        timer = threading.Timer(delay, self._replace_crashed, args=(worker,))
+        timer.name = f"restart-{worker.namespace}/{worker.pod_name}"
+        timer.daemon = True
+        timer.start()
+
+    def _replace_crashed(self, worker: PodWorker) -> None:
+        """A new worker for a crashed worker's pod, if the pod is still in the API (no DELETED event, not
+        missing from a listing) and not terminal; it re-adopts the running containers from the pod's record,
+        as after an agent restart."""
+        if self.stop.is_set() or self.context is None:
+            return
+        with self.workers_lock:
+            if self.workers.get(worker.uid) is not worker:
+                return  # already removed (DELETED: cleaned up there) or replaced
+            pod = worker.pod
+            phase = (pod.get("status") or {}).get("phase")
+            if worker.gone:
+                del self.workers[worker.uid]
+                replacement = None
+            elif phase in TERMINAL_PHASES and not pod["metadata"].get("deletionTimestamp"):
+                # As for any finished pod, the finished worker stays (its folder keeps the logs) and nothing
+                # runs: a container the crashed worker left running is stopped.
+                log.info("pod %s/%s is %s: no new worker for it", worker.namespace, worker.pod_name, phase)
+                worker.kill_containers()
+                return
+            else:
+                replacement = PodWorker(self.context, pod, worker.record, on_crash=self._worker_crashed)
+                replacement.take_over(worker)
+                self.workers[worker.uid] = replacement
+        if replacement is None:
+            self._clean_up_after(worker)
+            return
+        log.info("pod %s/%s: a new pod worker after the crash", worker.namespace, worker.pod_name)
+        replacement.start()
+
+    @staticmethod
+    def _clean_up_after(worker: PodWorker) -> None:
+        """Stop what a crashed worker of a pod gone from the API left running (no worker will)."""
+        log.info("pod %s/%s is gone from the API: cleaning up after its crashed worker", worker.namespace,
+                 worker.pod_name)
+        discard_record(worker.dir, worker.record)
 
     def _final_delete(self, pod: Json) -> None:
         assert self.api is not None
@@ -211,16 +275,25 @@ class Agent:
         uid = pod["metadata"]["uid"]
         with self.workers_lock:
             worker = self.workers.get(uid)
+            self.crashes.pop(uid, None)
             if worker is not None and worker.finished.is_set():
                 del self.workers[uid]
-                return
-        if worker is not None:
+        if worker is None:
+            return
+        if not worker.finished.is_set():
             worker.vanish()
+        elif worker.crash is not None:
+            self._clean_up_after(worker)
 
     def _prune(self) -> None:
         with self.workers_lock:
-            for uid in [uid for uid, w in self.workers.items() if w.finished.is_set() and w.gone]:
-                del self.workers[uid]
+            pruned = [w for w in self.workers.values() if w.finished.is_set() and w.gone]
+            for worker in pruned:
+                del self.workers[worker.uid]
+                self.crashes.pop(worker.uid, None)
+        for worker in pruned:
+            if worker.crash is not None:
+                self._clean_up_after(worker)
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:

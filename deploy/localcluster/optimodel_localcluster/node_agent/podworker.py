@@ -15,6 +15,8 @@ import signal
 import subprocess
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,7 +166,8 @@ def _resource_version(pod: Json) -> int:
 
 
 class PodWorker(threading.Thread):
-    def __init__(self, context: AgentContext, pod: Json, existing: PodRecord | None) -> None:
+    def __init__(self, context: AgentContext, pod: Json, existing: PodRecord | None,
+                 on_crash: Callable[[PodWorker], None] | None = None) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.context = context
@@ -181,6 +184,11 @@ class PodWorker(threading.Thread):
         self._terminating = False
         self._last_status: Json | None = None
         self.finished = threading.Event()
+        # The traceback of an exception nobody foresaw that ended the loop (None while it runs, and when it
+        # ended as planned: pod deleted, gone from the API, agent shutting down); `on_crash` is then called
+        # with this worker, after `finished` is set, so that the agent can start another for the pod.
+        self.crash: str | None = None
+        self.on_crash = on_crash
         spec = pod["spec"]
         self.host_network = bool(spec.get("hostNetwork"))
         self.record = existing or PodRecord(
@@ -229,9 +237,34 @@ class PodWorker(threading.Thread):
         try:
             self._loop()
         except Exception:
+            self.crash = traceback.format_exc()
             log.exception("pod worker %s/%s failed", self.namespace, self.pod_name)
         finally:
             self.finished.set()
+        if self.crash is not None and self.on_crash is not None:
+            self.on_crash(self)
+
+    def take_over(self, previous: PodWorker) -> None:
+        """Continue from a worker of the same pod that crashed: keep its container processes' Popen objects,
+        so that their exits are reaped and read as the previous worker would have (a shim that exited and was
+        never waited for stays a zombie, which `runtime.is_alive` counts as running)."""
+        before = {(c.is_init, c.name): c for c in [*previous.init, *previous.containers]}
+        for container in [*self.init, *self.containers]:
+            old = before.get((container.is_init, container.name))
+            if old is not None and old.popen is not None and container.state.handle is old.state.handle:
+                container.popen = old.popen
+
+    def kill_containers(self) -> None:
+        """SIGKILL whatever of this (finished) worker's containers still runs, and reap it."""
+        for container in [*self.init, *self.containers]:
+            handle = container.state.handle
+            if handle is not None and runtime.is_alive(handle):
+                runtime.signal_group(handle, signal.SIGKILL)
+                if container.popen is not None:
+                    try:
+                        container.popen.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        log.warning("%s/%s: container %s outlived SIGKILL", self.namespace, self.pod_name, container.name)
 
     def _loop(self) -> None:
         period = self.context.config.sync_period_seconds
