@@ -67,8 +67,8 @@ def load_model(
             raise StoreUnavailable(failure.reason, f"artifact {manifest_uri} could not be fetched: {failure.detail}") from error
         if failure.integrity:
             raise ModelRefused(failure.reason, f"artifact {manifest_uri} refused: {error}", integrity=True) from error
-        raise ModelRefused(failure.reason, f"artifact {manifest_uri} could not be fetched: {failure.detail}",
-                           integrity=False) from error
+        raise ModelRefused(failure.reason, f"artifact {manifest_uri} could not be fetched ({failure.reason}): "
+                           f"{failure.detail}", integrity=False) from error
     if not manifest.gate.deployable:
         raise ModelRefused(
             "NotDeployable",

@@ -192,6 +192,7 @@ def test_an_http_store_that_answers_no_is_refused_at_once(status: int, reason: s
         server.shutdown()
         server.server_close()
     assert isinstance(outcome, ModelRefused) and outcome.reason == reason, outcome
+    assert reason in outcome.message, "the readiness body and the operator's status name the reason"
 
 
 def test_a_missing_blob_in_a_reachable_http_store_is_refused(store: tuple[Path, str, FileStore], tmp_path: Path) -> None:
