@@ -64,7 +64,7 @@ class WatchCache:
         self._gone: set[tuple[str, str, str, str, str]] = set()  # (plural, namespace, name, uid, resourceVersion)
         self._relisted = threading.Event()
         self._deliveries = 0
-        self.fallbacks: dict[str, int] = {}  # reads that went to the API server, by plural (for tests and logs)
+        self.fallbacks: dict[str, int] = {}  # lookups the cache could not answer, by plural (read from the API)
 
     # --- fed by kopf -----------------------------------------------------------------------------------------
     def attach(self, plural: str, index: Mapping[Any, Iterable[Body]]) -> None:
