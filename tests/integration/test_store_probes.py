@@ -139,6 +139,21 @@ def test_an_identity_that_may_only_read_is_denied_the_store(
     assert "Access Denied" in message
 
 
+def test_an_input_read_with_rejected_keys_names_the_input_and_the_stores_code(
+    mlp: Any, writer: dict[str, str], prefix: str, tmp_path: Path
+) -> None:
+    # The store is a local folder here, so only the input's read check meets the keys. Its first request, a
+    # HEAD, is answered 403 without a code; the check must still say the keys were rejected, and why.
+    dataset = f"{prefix}/eval.npz"
+    copied = _python(f"import fsspec\nfsspec.filesystem('s3').put_file({str(mlp.evaluation)!r}, {dataset!r})", writer)
+    assert copied.returncode == 0, copied.stderr[-2000:]
+    config = _config(mlp, str(tmp_path / "store"), tmp_path, evaluation={"dataset": dataset, "metric": "accuracy"})
+    for keys, code in (({**writer, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "SignatureDoesNotMatch"),
+                       ({**writer, "AWS_ACCESS_KEY_ID": "AKIDUNKNOWN0000"}, "InvalidAccessKeyId")):
+        message = _refused(config, keys, tmp_path, errors.CREDENTIALS_INVALID)
+        assert message.startswith(f"evaluation.dataset {dataset}:") and code in message, message
+
+
 def test_a_dataset_missing_from_the_bucket_does_not_exist(mlp: Any, writer: dict[str, str], prefix: str, tmp_path: Path) -> None:
     missing = f"{prefix}/missing.npz"
     config = _config(mlp, f"{prefix}/store", tmp_path, evaluation={"dataset": missing, "metric": "accuracy"})
