@@ -1,8 +1,9 @@
 """The model server against the local cluster's S3 store (SeaweedFS), through s3fs as a pod reads it.
 
-Started while the store is stopped, the server process stays alive and unready, says it is retrying (cause,
-attempt, next try), and becomes ready by itself once the store runs again: no restart. Against the running
-store, a corrupted blob, a missing manifest and rejected keys are refused at once, never retried.
+Started while the store is stopped, the server (a process on the host, and a pod with the operator's probes)
+stays alive and unready, says it is retrying (cause, attempt, next try), and becomes ready by itself once the
+store runs again: no restart. Against the running store, a corrupted blob, a missing manifest and rejected keys
+are refused at once, never retried.
 
 The store is shared by every test of the cluster: whatever happens, it is started again before the test ends.
 """
@@ -28,11 +29,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from optimodel_localcluster import seaweedfs
 from optimodel_localcluster.cluster import LocalCluster
 
-from _cluster_helpers import wait_for
+from _cluster_helpers import apply, get, wait_for
 
 pytestmark = pytest.mark.cluster
 
 FEATURES = 64
+PORT = 8080
+REPO = Path(__file__).resolve().parents[2]
+# The pod runs this checkout's server, as tests/integration/test_analysis_prometheus.py does.
+SERVER_PYTHONPATH = ":".join(str(REPO / d) for d in ("model_server", "contracts"))
 
 
 def _secret_env(cluster: LocalCluster, namespace: str, name: str) -> dict[str, str]:
@@ -232,3 +237,85 @@ def test_rejected_keys_are_refused_at_once(writer_env: dict[str, str], artifact:
     finally:
         code = server.stop()
     assert code == 0, server.output()[-3000:]
+
+
+def _server_pod(manifest_uri: str) -> dict[str, Any]:
+    """A server pod as the operator builds one (builders/server.py: probes, restricted security context, keys
+    from a Secret), with a liveness probe strict enough that a failing one would restart it within seconds."""
+    keys = [{"name": k, "valueFrom": {"secretKeyRef": {"name": "store-keys", "key": k}}}
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")]
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "server", "labels": {"app": "outage-server"}},
+        "spec": {
+            "restartPolicy": "Always",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "server", "image": "optimodel/server:dev",
+                "args": ["--manifest", manifest_uri, "--model-name", "mlp", "--port", str(PORT),
+                         "--cache-dir", "/cache", "--intra-op-threads", "1"],
+                "env": [{"name": "PYTHONPATH", "value": SERVER_PYTHONPATH}, *keys],
+                "ports": [{"containerPort": PORT, "name": "http"}],
+                "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 1,
+                                   "failureThreshold": 2},
+                "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 2,
+                                  "failureThreshold": 2, "initialDelaySeconds": 5},
+                "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+            }],
+            "volumes": [{"name": "cache", "emptyDir": {}}],
+        },
+    }
+
+
+def _pod_view(cluster: LocalCluster, namespace: str) -> tuple[bool, int, str | None]:
+    """(Ready condition true, the container's restart count, the pod IP) of the server pod."""
+    status = get(cluster, namespace, "pod", "server").get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
+    return ready, restarts, status.get("podIP")
+
+
+def _pod_ready_body(ip: str) -> dict[str, Any] | None:
+    try:
+        return httpx.get(f"http://{ip}:{PORT}/v2/health/ready", timeout=2).json()
+    except (httpx.TransportError, ValueError):
+        return None
+
+
+def test_a_server_pod_started_while_the_store_is_stopped_turns_ready_without_a_restart(
+    local_cluster: LocalCluster, namespace: str, artifact: str
+) -> None:
+    keys = _secret_env(local_cluster, seaweedfs.NAMESPACE, seaweedfs.USER_SECRET)
+    assert keys["AWS_ENDPOINT_URL"] == seaweedfs.IN_CLUSTER_ENDPOINT, "the pod reaches the store through its Service"
+    apply(local_cluster, namespace, json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-keys"},
+                                                "type": "Opaque", "stringData": keys}))
+    weed = local_cluster.process("seaweedfs")
+    try:
+        assert weed.stop(), "the S3 store was running"
+        apply(local_cluster, namespace, json.dumps(_server_pod(artifact)))
+        ip = wait_for("the pod runs and has an IP", lambda: _pod_view(local_cluster, namespace)[2], timeout=120)
+        retrying = wait_for("the pod's server reports retrying twice", lambda: (
+            (b := _pod_ready_body(ip)) is not None and b.get("attempt", 0) >= 2 and b), timeout=120, interval=0.5)
+        assert retrying["state"] == "Retrying" and retrying["cause"] == "HostUnreachable", retrying
+        # Long enough for the strict liveness probe (every 2 s, 2 failures) to have restarted a failing server.
+        time.sleep(10)
+        ready, restarts, _ = _pod_view(local_cluster, namespace)
+        assert not ready and restarts == 0, (ready, restarts)
+
+        local_cluster.up()
+        store_back_at = time.monotonic()
+        wait_for("the pod turns Ready", lambda: _pod_view(local_cluster, namespace)[0], timeout=120, interval=0.5)
+        ready_after_s = time.monotonic() - store_back_at
+    finally:
+        if not weed.is_running():
+            local_cluster.up()  # the store is shared: it runs again whatever happened above
+    ready, restarts, ip_now = _pod_view(local_cluster, namespace)
+    assert ready and restarts == 0 and ip_now == ip, (ready, restarts, ip_now, ip)
+    answer = _infer(f"http://{ip}:{PORT}")
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["shape"] == [1, 4], answer.text
+    logs = local_cluster.kubectl("logs", "-n", namespace, "server", check=False).stdout
+    assert "ARTIFACT STORE UNAVAILABLE (HostUnreachable), attempt 1" in logs, logs[-3000:]
+    print(f"[outage pod] ready_after_store_s={ready_after_s:.1f}")
