@@ -434,3 +434,41 @@ def test_the_audit_lists_namespace_by_namespace_where_a_cluster_wide_list_is_for
     assert handlers._list_all(SERVICES) == [{"metadata": {"namespace": "a", "name": "m", "uid": "u-a"}},
                                            {"metadata": {"namespace": "b", "name": "m", "uid": "u-b"}}]
     assert asked == [None, "a", "b"]
+
+
+def test_a_scale_answered_by_the_typed_client_is_noted_with_its_version(world: Any) -> None:
+    """patch_namespaced_deployment_scale answers a V1Scale (snake_case resource_version, unlike the dynamic
+    client's objects): the version it carries is the Deployment's, and the cache waits for it."""
+    from kubernetes import client as k8s
+
+    server, watch, cache, clients = world
+    kube.apply_actions(clients, NS, CHILDREN, cache)
+    watch.deliver()
+
+    def scale(name: str, namespace: str, body: dict[str, Any]) -> Any:
+        server.requests[("PATCH", DEPLOYMENTS)] += 1
+        current = server.objects[(DEPLOYMENTS, namespace, name)]
+        done = server.put(DEPLOYMENTS, {**current, "spec": {**current["spec"], **body["spec"]}})
+        return k8s.V1Scale(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace,
+                                                     resource_version=done["metadata"]["resourceVersion"]),
+                           spec=k8s.V1ScaleSpec(replicas=body["spec"]["replicas"]))
+
+    clients.apps.patch_namespaced_deployment_scale = scale
+    assert kube.apply_actions(clients, NS, Actions(scale=(("m-cpu", 0),)), cache) == [
+        ("Scaled", "Deployment", "m-cpu to 0")]
+    before = server.requests[("LIST", DEPLOYMENTS)]
+    assert kube.observe(clients, VIEW, [], lambda plan: None, cache=cache).deployments["m-cpu"].replicas == 0
+    assert server.requests[("LIST", DEPLOYMENTS)] == before + 1, "not delivered yet: listed from the API"
+    watch.deliver()
+    assert kube.observe(clients, VIEW, [], lambda plan: None, cache=cache).deployments["m-cpu"].replicas == 0
+    assert server.requests[("LIST", DEPLOYMENTS)] == before + 1
+
+
+def test_the_version_is_read_from_each_clients_answer() -> None:
+    from kubernetes import client as k8s
+    from kubernetes.dynamic.resource import ResourceInstance
+
+    assert kube._version(ResourceInstance(None, {"kind": "Service", "metadata": {"resourceVersion": "42"}})) == "42"
+    assert kube._version(k8s.V1Scale(metadata=k8s.V1ObjectMeta(resource_version="43"))) == "43"
+    assert kube._version({"metadata": {"resourceVersion": "44"}}) == "44"
+    assert kube._version({"metadata": {}}) == "" and kube._version(None) == ""

@@ -238,10 +238,20 @@ def _digest(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _wrote(cache: WatchCache | None, kind: str, namespace: str, name: str, resource_version: str | None) -> None:
+def _version(answer: Any) -> str:
+    """The resourceVersion of what the API server answered: the dynamic client's objects (camelCase), the typed
+    client's (snake_case) or a dict; "" when there is none (never delivered by a watch: the object is then read
+    from the API until one read confirms the cache)."""
+    if isinstance(answer, Mapping):
+        return str((answer.get("metadata") or {}).get("resourceVersion") or "")
+    meta = getattr(answer, "metadata", None)
+    return str(getattr(meta, "resource_version", None) or getattr(meta, "resourceVersion", None) or "")
+
+
+def _wrote(cache: WatchCache | None, kind: str, namespace: str, name: str, answer: Any, deleted: bool = False) -> None:
     plural = PLURAL_OF_KIND.get(kind)
     if cache is not None and plural is not None:
-        cache.wrote(plural, namespace, name, resource_version)
+        cache.wrote(plural, namespace, name, None if deleted else _version(answer))
 
 
 def apply_actions(clients: Clients, namespace: str, actions: Actions,
@@ -252,7 +262,7 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions,
     for obj in actions.create:
         try:
             created = _resource(clients, obj).create(body=obj, namespace=namespace)
-            _wrote(cache, obj["kind"], namespace, obj["metadata"]["name"], created.metadata.resourceVersion)
+            _wrote(cache, obj["kind"], namespace, obj["metadata"]["name"], created)
             done.append(("Created", obj["kind"], obj["metadata"]["name"]))
         except ApiException as error:
             if error.status != 409:  # already there: created by an earlier reconcile
@@ -277,10 +287,11 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions,
             _applied.pop(key, None)
         if before is not None and _applied.get(key) == (digest, before):
             continue  # the same body onto the same object version: the apply would change nothing
-        after = resource.server_side_apply(body=obj, name=name, namespace=namespace, field_manager=FIELD_MANAGER,
-                                           force_conflicts=True).metadata.resourceVersion
+        answer = resource.server_side_apply(body=obj, name=name, namespace=namespace, field_manager=FIELD_MANAGER,
+                                            force_conflicts=True)
+        after = answer.metadata.resourceVersion
         _applied[key] = (digest, after)
-        _wrote(cache, obj["kind"], namespace, name, after)
+        _wrote(cache, obj["kind"], namespace, name, answer)
         if before is None:
             done.append(("Created", obj["kind"], name))
         elif before != after:
@@ -289,7 +300,7 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions,
         try:
             scaled = clients.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
             # The scale subresource answers with its Deployment's resourceVersion.
-            _wrote(cache, "Deployment", namespace, name, scaled.metadata.resourceVersion)
+            _wrote(cache, "Deployment", namespace, name, scaled)
             done.append(("Scaled", "Deployment", f"{name} to {replicas}"))
         except ApiException as error:
             if error.status != 404:
@@ -299,7 +310,7 @@ def apply_actions(clients: Clients, namespace: str, actions: Actions,
     for kind, name in actions.delete:
         api_version = {"Deployment": "apps/v1", "Job": "batch/v1"}.get(kind, "v1")  # a Job is rerun by deleting it
         _applied.pop((api_version, kind, namespace, name), None)
-        _wrote(cache, kind, namespace, name, None)
+        _wrote(cache, kind, namespace, name, None, deleted=True)
         try:
             clients.dynamic.resources.get(api_version=api_version, kind=kind).delete(
                 name=name, namespace=namespace, body={"propagationPolicy": "Background"})
@@ -397,4 +408,4 @@ def patch_status(clients: Clients, namespace: str, name: str, patch: Mapping[str
     if cache is not None:
         # No version answered (never seen): "" is never delivered, so the model is read from the API until the
         # cache is confirmed current by one such read.
-        cache.wrote(MODELS, namespace, name, ((patched or {}).get("metadata") or {}).get("resourceVersion") or "")
+        cache.wrote(MODELS, namespace, name, _version(patched))
