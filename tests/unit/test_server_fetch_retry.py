@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 from _server_helpers import infer_body, sample_value, scrape
+from optimodel_operator.controller.kube import _ready_reason_of
 from optimodel_server.config import ServerConfig
 from optimodel_server.dataplane import retry_delay_s
 from optimodel_server.loader import ModelRefused, StoreUnavailable, load_model
@@ -403,6 +404,8 @@ def test_the_server_process_becomes_ready_when_its_store_starts_late(store: tupl
             (b := ready_body()) is not None and b.get("attempt", 0) >= 2 and b), timeout_s=60)
         assert retrying["state"] == "Retrying" and retrying["cause"] == "HostUnreachable", retrying
         assert httpx.get(f"{base}/v2/health/live", timeout=1).status_code == 200
+        # The operator reports a server's refusal in the model's status; a retrying server has refused nothing.
+        assert _ready_reason_of("127.0.0.1", port, timeout=2) is None
         http.start()
         _until("the process is ready", lambda: (b := ready_body()) is not None and b.get("ready") is True, timeout_s=30)
         answer = httpx.post(f"{base}/v2/models/mlp/infer", json=infer_body(), timeout=5)
