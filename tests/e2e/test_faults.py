@@ -11,7 +11,7 @@ pods answering through kube-proxy. Covered here, beside what test_loop.py and te
 (c) artifact bytes corrupted in the store after the gate: the servers refuse them (sha256), the rollout holds,
     the status says why, the stable revision keeps answering;
 (d) the artifact store (S3) stopped during a new revision: its Job fails saying why, the stable revision keeps
-    answering; once the store is back the same revision completes (the failed Job deleted);
+    answering; once the store is back the same revision completes (the operator reruns the failed Job);
 (e) an optimization Job over its memory limit: OOMKilled, the status says OutOfMemory, nothing deployed, the
     stable revision keeps answering;
 (f) an optimization Job's pod killed mid-run: the Job replaces it (backoffLimit), one Job, the revision completes.
@@ -459,15 +459,16 @@ def test_store_unreachable_during_a_new_revision_keeps_the_last_good_serving_the
     optimized = _cond(failed, "Optimized")
     assert optimized["status"] == "False" and optimized["reason"] == "HostUnreachable", optimized
     assert store in optimized["message"], optimized["message"]
+    # The operator says when it reruns the Job, and is not stalled meanwhile.
+    assert "retry 1 of 3 at" in optimized["message"] and _cond(failed, "Stalled")["status"] == "False", failed
+    retried_job = failed["optimizationRetry"]["job"]
     degraded = _cond(failed, "Degraded")
     assert degraded["status"] == "True" and f"revision {first} keeps serving" in degraded["message"], degraded
     assert failed["stableRevision"] == first and answered_meanwhile == {first}
     second = failed["currentRevision"]
     assert second not in _replicas(local_cluster, namespace), "nothing of the failed revision is deployed"
 
-    # The store is back: deleting the failed Job lets the same revision run again, without a spec change.
-    (job,) = _items(local_cluster, "jobs", namespace)
-    local_cluster.kubectl("delete", "job", job["metadata"]["name"], "-n", namespace, "--wait=true")
+    # The store is back: the operator reruns the failed Job by itself, the same revision, without a spec change.
     with Traffic(_address(local_cluster, namespace), "digits", evaluation_rows(operator_in_cluster)):
         done = _until(local_cluster, namespace, _promoted(second), "the same revision promoted once the store is back",
                       timeout=600, interval=2)
@@ -475,6 +476,12 @@ def test_store_unreachable_during_a_new_revision_keeps_the_last_good_serving_the
     assert [r["name"] for r in done["revisions"]] == [second, first]
     assert done["pools"][0]["artifact"].startswith(store), done["pools"][0]
     assert _answered_by(local_cluster, namespace, operator_in_cluster) == {second}
+    events = events_for(local_cluster.kubectl, namespace, "digits")
+    retried = [e["message"] for e in events if e["reason"] == "OptimizationRetried"]
+    assert retried and all("HostUnreachable" in m and retried_job in m for m in retried), retried
+    assert any("retry 1 of 3" in m for m in retried), retried
+    created = [e for e in events if e["reason"] == "JobCreated" and retried_job in e["message"]]
+    assert sum(e.get("count") or 1 for e in created) == 1 + len(retried), "created again under its own name"
 
 
 # --- (e) an optimization Job out of memory -----------------------------------------------------------------------
