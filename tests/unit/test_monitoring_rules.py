@@ -26,7 +26,8 @@ DASHBOARD = CHART / "files" / "dashboards" / "optimodel.json"
 RULE_TESTS = Path(__file__).with_name("prometheus-rules.test.yaml")
 OVERLAY = REPO / "deploy" / "kustomize" / "overlays" / "monitoring"
 OVERLAY_RULE = OVERLAY / "prometheusrule.yaml"
-ALERTS = {"OptimodelRolledBack", "OptimodelRolloutStuck", "OptimodelGateRefusedAllVariants", "OptimodelInputDrift"}
+ALERTS = {"OptimodelRolledBack", "OptimodelRolloutStuck", "OptimodelGateRefusedAllVariants", "OptimodelInputDrift",
+          "OptimodelServerWaitingForStore"}
 ALL_ON = ["--set", "monitoring.serviceMonitor.enabled=true", "--set", "monitoring.podMonitor.enabled=true",
           "--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.dashboards.enabled=true"]
 
