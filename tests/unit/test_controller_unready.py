@@ -98,7 +98,9 @@ def test_a_reconcile_after_a_child_event_that_fails_is_retried_by_the_wakeups() 
                                                             "apiVersion": "optimodel.io/v1alpha1"}]}}
     before = time.monotonic()
     try:
-        handlers._on_child(job, logging.getLogger("test"))  # type: ignore[arg-type]
+        queued = handlers._on_child(job, logging.getLogger("test"))  # type: ignore[arg-type]
+        assert queued is not None
+        queued.result(30)  # the reconcile runs on the operator's pool, not in kopf's handler
         due = handlers._wakeups.pending()
         assert ("ns", "m") in due, due
         assert before + RETRY_AFTER_ERROR_S <= due[("ns", "m")] <= time.monotonic() + RETRY_AFTER_ERROR_S

@@ -256,13 +256,15 @@ def test_a_childs_event_while_a_reconcile_of_its_model_is_queued_adds_none(monke
     monkeypatch.setattr(handlers, "_queued", set())
     child = {"kind": "Deployment", "metadata": {"namespace": "ns", "ownerReferences": [
         {"kind": "OptimizedModel", "apiVersion": "optimodel.io/v1alpha1", "name": "m"}]}}
-    first = threading.Thread(target=handlers._on_child, args=(child, None))
-    first.start()
+    first = handlers._on_child(child, None)  # type: ignore[arg-type]
+    assert first is not None
     assert started.wait(5)
     for _ in range(4):  # the Deployment's status moving while the first reconcile waits
-        handlers._on_child(child, None)  # type: ignore[arg-type]
+        assert handlers._on_child(child, None) is None  # type: ignore[arg-type]
     assert calls == ["m"]
     release.set()
-    first.join(5)
-    handlers._on_child(child, None)  # type: ignore[arg-type]  # after it read: counts again
+    first.result(5)
+    again = handlers._on_child(child, None)  # type: ignore[arg-type]  # after it read: counts again
+    assert again is not None
+    again.result(5)
     assert calls == ["m", "m"]

@@ -17,10 +17,12 @@ carry ownerReferences, so the garbage collector removes them with the resource.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -267,6 +269,8 @@ _wakeups = Wakeups(_wake)
 @kopf.on.cleanup()
 def stop_wakeups(**_: Any) -> None:
     _wakeups.stop()
+    if _child_pool is not None:
+        _child_pool.shutdown(wait=False, cancel_futures=True)  # queued reconciles run again after a restart
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -318,14 +322,41 @@ def _queued_done(key: tuple[str, str]) -> None:
         _queued.discard(key)
 
 
-def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
+# A child's event only queues its model's reconcile, on a pool of our own, and returns. kopf hands an object's
+# events to its handlers one at a time and updates its indices (controller/cache.py) only as it reaches each
+# event: a reconcile run inside the handler of an early event (a Job's pod starting) read the cache as of that
+# event, while the later ones (the Job failing) waited behind it, one whole reconcile each. With the handler
+# returning at once, kopf reaches the latest event quickly, and the one reconcile queued (`_queue`) reads the
+# cache after it (tests/integration/test_examples_apply.py waited 34 s per stale event with a store that hangs).
+CHILD_RECONCILE_WORKERS = 16
+_child_pool: ThreadPoolExecutor | None = None
+_child_pool_guard = threading.Lock()
+
+
+def _child_reconciles() -> ThreadPoolExecutor:
+    global _child_pool
+    with _child_pool_guard:
+        if _child_pool is None:
+            _child_pool = ThreadPoolExecutor(CHILD_RECONCILE_WORKERS, thread_name_prefix="optimodel-child")
+        return _child_pool
+
+
+def _on_child(body: kopf.Body, logger: kopf.Logger) -> Future[None] | None:
+    """Queue a reconcile of the child's model; its future, or None when one is queued already (or no model)."""
     CACHE.mark_synced()
     owner = _owner_name(body)
     namespace = body.get("metadata", {}).get("namespace")
     if owner is None or namespace is None:
-        return
+        return None
     if not _queue((namespace, owner)):
-        return
+        return None
+    kind = str(body.get("kind") or "child")
+    # In kopf's context (copied), so that its logger of the child still posts as from the handler.
+    context = contextvars.copy_context()
+    return _child_reconciles().submit(context.run, _reconcile_for_child, namespace, owner, kind, logger)
+
+
+def _reconcile_for_child(namespace: str, owner: str, kind: str, logger: logging.Logger | kopf.Logger) -> None:
     try:
         model = kube.model(clients(), CACHE, namespace, owner)
         if model is None:
@@ -334,21 +365,22 @@ def _on_child(body: kopf.Body, logger: kopf.Logger) -> None:
     except ApiException as error:
         if error.status == 403 and "being terminated" in str(error.body):
             return  # its namespace is being deleted: nothing to repair there
-        _retry_later(namespace, owner, body, error, logger)
+        _retry_later(namespace, owner, kind, error, logger)
     except Exception as error:  # noqa: BLE001 - retried below, as any failed reconcile
-        _retry_later(namespace, owner, body, error, logger)
+        _retry_later(namespace, owner, kind, error, logger)
     finally:
         # Normally done when the reconcile took the model's lock; this covers a return or a failure before it
         # (at worst another queued reconcile runs once more, never one too few).
         _queued_done((namespace, owner))
 
 
-def _retry_later(namespace: str, owner: str, body: kopf.Body, error: Exception, logger: kopf.Logger) -> None:
+def _retry_later(namespace: str, owner: str, kind: str, error: Exception,
+                 logger: logging.Logger | kopf.Logger) -> None:
     # kopf does not retry event handlers, and a finished Job sends no further event: without a retry, a
     # completion seen while the API server was restarting left the model "optimizing" for good. The wake-up
     # thread reconciles it again (and keeps retrying while that fails).
     logger.warning("reconcile of %s/%s after a change of its %s failed: %s; again in %.0f s", namespace, owner,
-                   body.get("kind", "child"), error, RETRY_AFTER_ERROR_S)
+                   kind, error, RETRY_AFTER_ERROR_S)
     _wakeups.schedule(namespace, owner, RETRY_AFTER_ERROR_S)
 
 
