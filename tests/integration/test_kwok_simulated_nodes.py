@@ -76,9 +76,9 @@ def test_a_kwok_node_becomes_ready_and_runs_a_scheduled_pod(simulated: Simulated
 
 def test_the_api_servers_request_counters_read_as_the_benchmark_reads_them(simulated: SimulatedCluster) -> None:
     scale = load_script("benchmarks/scale.py", "optimodel_scale_benchmark")
-    before = scale.scrape(simulated)
+    before = scale.parse_request_counts(scale.scrape(simulated))
     simulated.kubectl("create", "configmap", "counted", "-n", "default")
-    after = scale.scrape(simulated)
+    after = scale.parse_request_counts(scale.scrape(simulated))
     delta = scale.counter_delta(before, after)
     assert delta.get(("POST", "configmaps", ""), 0) >= 1
     assert scale.classify(delta)["writes"] >= 1

@@ -132,6 +132,15 @@ def test_a_job_waiting_for_a_node_says_why() -> None:
     assert "Insufficient nvidia.com/gpu" in decision.status["message"]
 
 
+def test_a_job_whose_pod_has_not_started_is_looked_at_again_and_a_started_one_is_not() -> None:
+    # Why a pod waits (a missing Secret, no node) changes on the pod, which no watch of the operator sees.
+    spec = spec_of()
+    waiting = Observed(jobs={p.job_name: JobObservation(p.job_name, "Running", unstarted=True) for p in plans(spec)})
+    assert run(spec, waiting).requeue_after == timedelta(seconds=10)
+    started = Observed(jobs={p.job_name: JobObservation(p.job_name, "Running") for p in plans(spec)})
+    assert run(spec, started).requeue_after is None
+
+
 def test_results_already_in_the_store_need_no_job() -> None:
     """The same spec applied elsewhere (another namespace) finds its run records: no optimization work."""
     spec = spec_of()

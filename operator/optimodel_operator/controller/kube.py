@@ -122,7 +122,9 @@ def _job_observation(clients: Clients, job: Mapping[str, Any]) -> JobObservation
     if "Complete" in conditions:
         return JobObservation(name, "Complete")
     if "Failed" not in conditions:
-        return JobObservation(name, "Running", message=_waiting_reason(clients, job))
+        status = job.get("status") or {}
+        return JobObservation(name, "Running", message=_waiting_reason(clients, job),
+                              unstarted=not status.get("ready"))
     failed = conditions["Failed"]
     if failed.get("reason") == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")

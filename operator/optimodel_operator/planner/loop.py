@@ -88,6 +88,9 @@ class JobObservation:
     reason: str | None = None
     """For a failed Job: the entrypoint's reason (termination message), OOMKilled, DeadlineExceeded, ..."""
     message: str | None = None
+    unstarted: bool = False
+    """A running Job none of whose pods is ready yet: why it waits (a missing Secret, no node) shows only on its
+    pods, whose changes no watch of the operator sees, so the planner looks again."""
 
 
 @dataclass(frozen=True)
@@ -681,7 +684,9 @@ def plan_loop(
             part.decision.requeue_after or (
                 spec.rollout.interval_timedelta if new.phase in (RolloutPhase.CANARY, RolloutPhase.PROMOTED) else None)
             # Pods that stay unready change nothing the watches see: look again, so the reason stays current.
-            or (UNREADY_RECHECK if builds is not None and not part.wanted_ready else None),
+            or (UNREADY_RECHECK if builds is not None and not part.wanted_ready else None)
+            # Likewise a Job whose pod does not start: its waiting reason moves on its pod, not on the Job.
+            or (UNREADY_RECHECK if any(j.state == "Running" and j.unstarted for j in observed.jobs.values()) else None),
             # A failed Job's rerun is due.
             retry.requeue_after),
         retry=retry.record,
