@@ -69,18 +69,9 @@ ScopedCounter = dict[tuple[str, str, str, str], float]  # (verb, resource, subre
 # --- pure helpers (tests/unit/test_scale_benchmark.py) --------------------------------------------------------
 def parse_request_counts(metrics_text: str) -> Counter:
     """apiserver_request_total summed by (verb, resource, subresource) from the API server's /metrics text."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     counts: Counter = {}
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "apiserver_request":
-            continue
-        for sample in family.samples:
-            if sample.name != "apiserver_request_total":
-                continue
-            key = (sample.labels.get("verb", ""), sample.labels.get("resource", ""),
-                   sample.labels.get("subresource", ""))
-            counts[key] = counts.get(key, 0.0) + sample.value
+    for (verb, resource, subresource, _), value in parse_scoped_request_counts(metrics_text).items():
+        counts[(verb, resource, subresource)] = counts.get((verb, resource, subresource), 0.0) + value
     return counts
 
 

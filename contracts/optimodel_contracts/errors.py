@@ -60,3 +60,15 @@ class ReasonedError(Exception):
 
 class OptimizeError(ReasonedError):
     """A problem with the Job's input or a step, with a reason from the catalog above."""
+
+
+def exception_chain(error: BaseException) -> list[BaseException]:
+    """The error, then its causes (explicit ``__cause__`` first, else the implicit ``__context__``), each once:
+    the Job's probes and the model server classify a failure by what lies at the bottom of it (fsspec, s3fs and
+    botocore wrap the socket error that says what happened)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain

@@ -20,6 +20,7 @@ import errno
 from dataclasses import dataclass
 
 from optimodel_contracts.artifacts import ArtifactIntegrityError
+from optimodel_contracts.errors import exception_chain
 
 # Reasons (machine-readable, as in optimodel_contracts.errors where the word exists there).
 HOST_UNREACHABLE = "HostUnreachable"  # no connection: refused, reset, DNS, no answer in time
@@ -71,16 +72,6 @@ class FetchFailure:
     integrity: bool = False
 
 
-def chain_of(error: BaseException) -> list[BaseException]:
-    """The error, then its causes (explicit ``__cause__`` first, else the implicit ``__context__``), each once."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
 def _names(error: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(error).__mro__}
 
@@ -116,7 +107,7 @@ def _root(chain: list[BaseException]) -> str:
 def classify_fetch_error(error: BaseException) -> FetchFailure:
     """Pure: is a failed fetch worth retrying, and why. Credentials and permissions are looked at first (a 403
     is never retried), then the signs of a store that cannot answer now, then integrity."""
-    chain = chain_of(error)
+    chain = exception_chain(error)
     names: set[str] = set().union(*(_names(e) for e in chain))
     codes: set[str] = set()
     statuses: set[int] = set()

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import fsspec
 
+from optimodel_contracts.errors import exception_chain
 from optimodel_contracts.jobconfig import OptimizeConfig
 from optimodel_jobs import errors
 from optimodel_jobs.errors import OptimizeError
@@ -173,15 +174,6 @@ def _write_probe(uri: str) -> None:
 # Classification (pure)
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
 def _names(error: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(error).__mro__}
 
@@ -199,7 +191,7 @@ def _code(error: BaseException) -> str | None:
 
 def classify(error: BaseException, kind: Kind, protocol: str = "") -> tuple[str, str]:
     """Pure: (reason, what to tell the user) for a probe's failure on a ``kind`` location of ``protocol``."""
-    chain = _chain(error)
+    chain = exception_chain(error)
     names = set().union(*(_names(e) for e in chain))
     codes = {c for c in (_code(e) for e in chain) if c}
     first = f"{type(error).__name__}: {error}"
